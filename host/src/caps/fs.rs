@@ -1,0 +1,325 @@
+//! The filesystem capability: which host directories a cell holds, where it sees them, and
+//! whether it may write there.
+//!
+//! Every directory a cell can reach is a preopen built here; there is no other path from a
+//! cell to the host filesystem. Read-only is enforced by wasmtime-wasi's permission checks on
+//! the preopen, not by anything the guest does.
+
+use std::path::{Component, Path, PathBuf};
+use std::str::FromStr;
+
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+/// A malformed or unusable directory grant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
+pub enum DirGrantError {
+    /// The grant has an empty host path.
+    #[error("bad --dir value `{value}`: the host path is empty")]
+    #[diagnostic(
+        code(ww::dir::syntax),
+        help("write --dir HOST[::GUEST][:ro], e.g. --dir ./data::/data:ro")
+    )]
+    EmptyHost {
+        /// The value as given.
+        value: String,
+    },
+
+    /// The guest path is not absolute, or climbs with `..`.
+    #[error("bad --dir value `{value}`: guest path `{guest}` must be absolute, without `..`")]
+    #[diagnostic(
+        code(ww::dir::guest_path),
+        help("write --dir HOST[::GUEST][:ro] with an absolute GUEST such as /data")
+    )]
+    BadGuestPath {
+        /// The value as given.
+        value: String,
+        /// The guest path as given.
+        guest: String,
+    },
+
+    /// The host path is missing or not a directory.
+    #[error("--dir {}: {reason}", host.display())]
+    #[diagnostic(
+        code(ww::dir::host_path),
+        help("--dir grants an existing host directory; create it first or fix the path")
+    )]
+    HostPath {
+        /// The host path as given.
+        host: PathBuf,
+        /// Why it cannot be granted.
+        reason: String,
+    },
+
+    /// Two grants claim the same guest path.
+    #[error("two --dir grants are both mounted at `{guest}`")]
+    #[diagnostic(
+        code(ww::dir::duplicate),
+        help("give each --dir a distinct GUEST path (HOST::GUEST)")
+    )]
+    Duplicate {
+        /// The contested guest path.
+        guest: String,
+    },
+}
+
+/// One host directory granted to a cell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirGrant {
+    host: PathBuf,
+    guest: String,
+    read_only: bool,
+}
+
+impl DirGrant {
+    /// A grant of `host` at `guest`, validated like a parsed one.
+    pub fn new(host: PathBuf, guest: &str, read_only: bool) -> Result<DirGrant, DirGrantError> {
+        let guest = normalize_guest(guest).ok_or_else(|| DirGrantError::BadGuestPath {
+            value: format!("{}::{guest}", host.display()),
+            guest: guest.to_owned(),
+        })?;
+        Ok(DirGrant {
+            host,
+            guest,
+            read_only,
+        })
+    }
+
+    /// The directory on the host.
+    pub fn host(&self) -> &Path {
+        &self.host
+    }
+
+    /// Where the cell sees it: an absolute, normalized path.
+    pub fn guest(&self) -> &str {
+        &self.guest
+    }
+
+    /// Whether the host refuses writes under it.
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+}
+
+impl FromStr for DirGrant {
+    type Err = DirGrantError;
+
+    /// Parses `HOST[::GUEST][:ro]`. Without `::GUEST` the guest path is the host path made
+    /// absolute.
+    fn from_str(value: &str) -> Result<DirGrant, DirGrantError> {
+        let (rest, read_only) = match value.strip_suffix(":ro") {
+            Some(rest) => (rest, true),
+            None => (value, false),
+        };
+        let (host, guest) = match rest.split_once("::") {
+            Some((host, guest)) => (host, Some(guest)),
+            None => (rest, None),
+        };
+        if host.is_empty() {
+            return Err(DirGrantError::EmptyHost {
+                value: value.to_owned(),
+            });
+        }
+        let host = PathBuf::from(host);
+        let guest = match guest {
+            Some(guest) => guest.to_owned(),
+            None => std::path::absolute(&host)
+                .unwrap_or_else(|_| host.clone())
+                .to_string_lossy()
+                .into_owned(),
+        };
+        let normalized = normalize_guest(&guest).ok_or_else(|| DirGrantError::BadGuestPath {
+            value: value.to_owned(),
+            guest: guest.clone(),
+        })?;
+        Ok(DirGrant {
+            host,
+            guest: normalized,
+            read_only,
+        })
+    }
+}
+
+/// `/a//b/./c/` → `/a/b/c`; `None` for a relative path or one with `..`.
+fn normalize_guest(guest: &str) -> Option<String> {
+    let path = Path::new(guest);
+    if !path.is_absolute() {
+        return None;
+    }
+    let mut parts = Vec::new();
+    for component in path.components() {
+        match component {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(part) => parts.push(part.to_str()?),
+            Component::ParentDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(format!("/{}", parts.join("/")))
+}
+
+/// Everything a cell can see of the host filesystem, in preopen order.
+#[derive(Debug, Clone, Default)]
+pub struct Filesystem {
+    preopens: Vec<DirGrant>,
+}
+
+impl Filesystem {
+    /// The image root (read-only at `/`, unless a grant claims `/`) plus `grants`, each checked:
+    /// the host directory exists, and no two share a guest path.
+    pub fn new(
+        image_root: Option<&Path>,
+        grants: &[DirGrant],
+    ) -> Result<Filesystem, DirGrantError> {
+        let mut preopens: Vec<DirGrant> = Vec::with_capacity(grants.len() + 1);
+        for grant in grants {
+            if preopens.iter().any(|p| p.guest == grant.guest) {
+                return Err(DirGrantError::Duplicate {
+                    guest: grant.guest.clone(),
+                });
+            }
+            match std::fs::metadata(&grant.host) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => {
+                    return Err(DirGrantError::HostPath {
+                        host: grant.host.clone(),
+                        reason: "not a directory".into(),
+                    });
+                }
+                Err(e) => {
+                    return Err(DirGrantError::HostPath {
+                        host: grant.host.clone(),
+                        reason: e.to_string(),
+                    });
+                }
+            }
+            preopens.push(grant.clone());
+        }
+        let root_granted = preopens.iter().any(|p| p.guest == "/");
+        if let (Some(root), false) = (image_root, root_granted) {
+            preopens.insert(
+                0,
+                DirGrant {
+                    host: root.to_path_buf(),
+                    guest: "/".into(),
+                    read_only: true,
+                },
+            );
+        }
+        Ok(Filesystem { preopens })
+    }
+
+    /// The directories, image root first when there is one.
+    pub fn preopens(&self) -> &[DirGrant] {
+        &self.preopens
+    }
+
+    /// Preopens every directory in `builder` with the permissions it was granted.
+    pub fn apply(&self, builder: &mut WasiCtxBuilder) -> Result<(), DirGrantError> {
+        for dir in &self.preopens {
+            let perms = if dir.read_only {
+                FsPerms::ReadOnly
+            } else {
+                FsPerms::ReadWrite
+            };
+            builder
+                .preopened_dir(&dir.host, &dir.guest, perms)
+                .map_err(|e| DirGrantError::HostPath {
+                    host: dir.host.clone(),
+                    reason: format!("{e:#}"),
+                })?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(s: &str) -> Result<DirGrant, DirGrantError> {
+        s.parse()
+    }
+
+    #[test]
+    fn parses_every_shape() {
+        let cases = [
+            ("/srv/data::/data", "/srv/data", "/data", false),
+            ("/srv/data::/data:ro", "/srv/data", "/data", true),
+            ("/srv/data", "/srv/data", "/srv/data", false),
+            ("/srv/data:ro", "/srv/data", "/srv/data", true),
+            ("/srv::/a//b/./c/", "/srv", "/a/b/c", false),
+            ("/srv::/", "/srv", "/", false),
+        ];
+        for (input, host, guest, ro) in cases {
+            let g = grant(input).unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert_eq!(
+                (g.host().to_str().unwrap(), g.guest(), g.read_only()),
+                (host, guest, ro),
+                "{input}"
+            );
+        }
+    }
+
+    #[test]
+    fn relative_host_maps_to_its_absolute_path() {
+        let g = grant("data").unwrap();
+        assert!(
+            g.guest().starts_with('/') && g.guest().ends_with("/data"),
+            "{}",
+            g.guest()
+        );
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        assert!(matches!(grant(""), Err(DirGrantError::EmptyHost { .. })));
+        assert!(matches!(
+            grant("::/x"),
+            Err(DirGrantError::EmptyHost { .. })
+        ));
+        assert!(matches!(
+            grant("/a::data"),
+            Err(DirGrantError::BadGuestPath { .. })
+        ));
+        assert!(matches!(
+            grant("/a::/x/../y"),
+            Err(DirGrantError::BadGuestPath { .. })
+        ));
+        assert!(matches!(
+            grant("/a::"),
+            Err(DirGrantError::BadGuestPath { .. })
+        ));
+    }
+
+    #[test]
+    fn image_root_comes_first_read_only() {
+        let d = tempfile::tempdir().unwrap();
+        let g = DirGrant::new(d.path().to_path_buf(), "/data", false).unwrap();
+        let fs = Filesystem::new(Some(Path::new("/img")), &[g]).unwrap();
+        let guests: Vec<_> = fs
+            .preopens()
+            .iter()
+            .map(|p| (p.guest(), p.read_only()))
+            .collect();
+        assert_eq!(guests, [("/", true), ("/data", false)]);
+    }
+
+    #[test]
+    fn a_grant_at_root_replaces_the_image() {
+        let d = tempfile::tempdir().unwrap();
+        let g = DirGrant::new(d.path().to_path_buf(), "/", false).unwrap();
+        let fs = Filesystem::new(Some(Path::new("/img")), &[g]).unwrap();
+        assert_eq!(fs.preopens().len(), 1);
+        assert_eq!(fs.preopens()[0].host(), d.path());
+    }
+
+    #[test]
+    fn duplicate_and_missing_directories_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let g = DirGrant::new(d.path().to_path_buf(), "/data", false).unwrap();
+        let err = Filesystem::new(None, &[g.clone(), g]).unwrap_err();
+        assert!(matches!(err, DirGrantError::Duplicate { .. }));
+        let missing = DirGrant::new(d.path().join("nope"), "/x", true).unwrap();
+        let err = Filesystem::new(None, &[missing]).unwrap_err();
+        assert!(matches!(err, DirGrantError::HostPath { .. }));
+    }
+}

@@ -1,0 +1,64 @@
+//! Host capabilities: the `ww:host` WIT interfaces a cell imports, and the filesystem it
+//! holds.
+//!
+//! Each capability is one module: `cell` (what a cell knows of itself and its exact exit),
+//! `log` (guest logging into the host's tracing), `fs` (preopened directories). A new
+//! capability is a new module plus one line in [`add_to_linker`].
+//!
+//! Architecture invariant: capabilities depend on nothing else in the host; cells depend on
+//! capabilities, never the reverse.
+
+mod cell;
+pub mod fs;
+mod log;
+
+use wasmtime::component::{HasSelf, Linker};
+
+pub use self::fs::{DirGrant, DirGrantError, Filesystem};
+
+/// Bindings generated from `wit/` for the world every cell may import.
+mod bindings {
+    wasmtime::component::bindgen!({
+        world: "guest",
+        path: "../wit",
+        imports: {
+            "ww:host/cell.exit": trappable,
+        },
+    });
+}
+
+/// What the host knows about one cell, and serves it through the `ww:host` interfaces.
+#[derive(Debug, Clone)]
+pub struct CellInfo {
+    image: String,
+    filesystem: Filesystem,
+}
+
+impl CellInfo {
+    /// Describes a cell booted from the image named `image`, holding `filesystem`.
+    pub fn new(image: impl Into<String>, filesystem: Filesystem) -> CellInfo {
+        CellInfo {
+            image: image.into(),
+            filesystem,
+        }
+    }
+
+    /// The image name, which also names the cell in logs and diagnostics.
+    pub fn image(&self) -> &str {
+        &self.image
+    }
+
+    /// The directories the cell holds.
+    pub fn filesystem(&self) -> &Filesystem {
+        &self.filesystem
+    }
+}
+
+/// Adds every `ww:host` interface to `linker`, served from the [`CellInfo`] that `get` finds
+/// in the store.
+pub fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut CellInfo,
+) -> wasmtime::Result<()> {
+    bindings::Guest::add_to_linker::<T, HasSelf<CellInfo>>(linker, get)
+}

@@ -1,0 +1,73 @@
+//! Command-line parsing and rendering: one module per subcommand, plus logging setup.
+//!
+//! Exit status: a cell's own exit code; 134 when it traps; 125 when `ww` itself fails (a bad
+//! flag, a missing image, a binary it cannot run), as `docker run` does.
+
+mod logging;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// The status for errors of `ww` itself, as opposed to a cell's.
+pub const WW_ERROR: u8 = 125;
+
+/// ww: a capability-secure runtime for WebAssembly cells.
+#[derive(Debug, Parser)]
+#[command(name = "ww", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// More logging on stderr (-v: debug, -vv: trace). RUST_LOG overrides it.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Boot IMAGE as pid0; ARGS go to the cell.
+    Run(run::RunArgs),
+}
+
+/// Renders diagnostics for a person on a terminal, and unwrapped (one line per message,
+/// easy to grep) otherwise.
+fn install_error_renderer() {
+    use std::io::IsTerminal;
+    let terminal = std::io::stderr().is_terminal();
+    let _ = miette::set_hook(Box::new(move |_| {
+        Box::new(
+            miette::MietteHandlerOpts::new()
+                .wrap_lines(terminal)
+                .build(),
+        )
+    }));
+}
+
+/// Parses the command line, runs it, and turns the outcome into `ww`'s exit status.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { WW_ERROR } else { 0 });
+        }
+    };
+    logging::init(cli.verbose, cli.quiet);
+    install_error_renderer();
+    let result = match cli.command {
+        Command::Run(args) => run::main(args),
+    };
+    match result {
+        Ok(status) => ExitCode::from(status),
+        Err(report) => {
+            eprintln!("{report:?}");
+            ExitCode::from(WW_ERROR)
+        }
+    }
+}

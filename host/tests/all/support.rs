@@ -1,0 +1,233 @@
+//! Shared helpers: running `ww`, finding the built images, making small wasm images.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What one `ww` run did.
+#[derive(Debug)]
+pub struct Out {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    /// Asserts that `ww` failed on its own account (status 125) with a diagnostic that has a
+    /// help line and no panic.
+    #[track_caller]
+    pub fn assert_ww_error(&self, needle: &str) {
+        assert_eq!(self.status, 125, "{self:#?}");
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}: {self:#?}"
+        );
+        assert!(self.stderr.contains("help:"), "no help line: {self:#?}");
+        assert_no_panic(self);
+    }
+}
+
+#[track_caller]
+pub fn assert_no_panic(out: &Out) {
+    assert!(
+        !out.stderr.contains("panicked") && !out.stderr.contains("RUST_BACKTRACE"),
+        "ww panicked: {out:#?}"
+    );
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// An image built by `cargo xtask images`.
+pub fn image(name: &str) -> PathBuf {
+    let dir = repo().join("examples/images").join(name);
+    assert!(
+        dir.join("bin/main.wasm").is_file(),
+        "{} is missing: run `cargo xtask images` (or `cargo xtask test`) first",
+        dir.join("bin/main.wasm").display()
+    );
+    dir
+}
+
+/// `ww` with a clean logging environment, so the caller's RUST_LOG or WW_ENV cannot leak in.
+pub fn ww() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ww"));
+    cmd.env_remove("RUST_LOG").env_remove("WW_ENV");
+    cmd
+}
+
+/// Runs `ww ARGS` with `stdin`, killing it after a minute.
+pub fn run(args: &[&str], stdin: &str) -> Out {
+    let mut cmd = ww();
+    cmd.args(args);
+    output(cmd, stdin)
+}
+
+/// Runs a prepared command with `stdin`, killing it after a minute.
+pub fn output(mut cmd: Command, stdin: &str) -> Out {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ww");
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.as_bytes().to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let mut out_pipe = child.stdout.take().unwrap();
+    let mut err_pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out_pipe.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err_pipe.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("ww did not finish within a minute: {cmd:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let _ = writer.join();
+    Out {
+        status: status.code().unwrap_or(-1),
+        stdout: reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
+    }
+}
+
+/// Writes `files` (path, bytes) under a fresh temporary directory.
+pub fn tree(files: &[(&str, &[u8])]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (rel, data) in files {
+        let path = dir.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, data).unwrap();
+    }
+    dir
+}
+
+/// A preview 1 command that prints its args, environment, preopened directory names and the
+/// first read of stdin, each NUL-separated, then exits with `code`.
+pub fn p1_dump(code: u32) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"
+(module
+  (import "wasi_snapshot_preview1" "args_sizes_get" (func $args_sizes_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "args_get" (func $args_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "environ_sizes_get" (func $environ_sizes_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "environ_get" (func $environ_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_prestat_get" (func $fd_prestat_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_prestat_dir_name" (func $fd_prestat_dir_name (param i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 100) "args:")
+  (data (i32.const 110) "\nenv:")
+  (data (i32.const 120) "\ndirs:")
+  (data (i32.const 130) "\nstdin:")
+  (data (i32.const 140) "\n")
+  (data (i32.const 150) "\00")
+  (func $write (param $ptr i32) (param $len i32)
+    (i32.store (i32.const 16) (local.get $ptr))
+    (i32.store (i32.const 20) (local.get $len))
+    (drop (call $fd_write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 8))))
+  (func (export "_start")
+    (local $fd i32)
+    (call $write (i32.const 100) (i32.const 5))
+    (drop (call $args_sizes_get (i32.const 0) (i32.const 4)))
+    (drop (call $args_get (i32.const 1024) (i32.const 4096)))
+    (call $write (i32.const 4096) (i32.load (i32.const 4)))
+    (call $write (i32.const 110) (i32.const 5))
+    (drop (call $environ_sizes_get (i32.const 0) (i32.const 4)))
+    (drop (call $environ_get (i32.const 2048) (i32.const 8192)))
+    (call $write (i32.const 8192) (i32.load (i32.const 4)))
+    (call $write (i32.const 120) (i32.const 6))
+    (local.set $fd (i32.const 3))
+    (block $done
+      (loop $next
+        (br_if $done (call $fd_prestat_get (local.get $fd) (i32.const 0)))
+        (drop (call $fd_prestat_dir_name (local.get $fd) (i32.const 12288) (i32.load (i32.const 4))))
+        (call $write (i32.const 12288) (i32.load (i32.const 4)))
+        (call $write (i32.const 150) (i32.const 1))
+        (local.set $fd (i32.add (local.get $fd) (i32.const 1)))
+        (br $next)))
+    (call $write (i32.const 130) (i32.const 7))
+    (i32.store (i32.const 16) (i32.const 16384))
+    (i32.store (i32.const 20) (i32.const 4096))
+    (drop (call $fd_read (i32.const 0) (i32.const 16) (i32.const 1) (i32.const 8)))
+    (call $write (i32.const 16384) (i32.load (i32.const 8)))
+    (call $write (i32.const 140) (i32.const 1))
+    (call $proc_exit (i32.const {code}))))
+"#
+    ))
+    .unwrap()
+}
+
+/// A preview 1 command that traps at once.
+pub fn p1_trap() -> Vec<u8> {
+    wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start") unreachable))"#)
+        .unwrap()
+}
+
+/// A component command that ends through `ww:host/cell.exit` with `code`.
+pub fn component_exit(code: u8) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"
+(component
+  (import "ww:host/cell@0.1.0" (instance $cell (export "exit" (func (param "code" u8)))))
+  (core func $exit (canon lower (func $cell "exit")))
+  (core module $m
+    (import "cell" "exit" (func $exit (param i32)))
+    (func (export "run") (result i32) (call $exit (i32.const {code})) (i32.const 0)))
+  (core instance $i (instantiate $m (with "cell" (instance (export "exit" (func $exit))))))
+  (func $run (result (result)) (canon lift (core func $i "run")))
+  (instance $r (export "run" (func $run)))
+  (export "wasi:cli/run@0.2.0" (instance $r)))
+"#
+    ))
+    .unwrap()
+}
+
+/// A component that imports interfaces no host provides.
+pub fn component_with_unknown_imports() -> Vec<u8> {
+    wat::parse_str(
+        r#"
+(component
+  (import "acme:rockets/launch@1.0.0" (instance (export "fire" (func))))
+  (import "ww:host/cell@0.1.0" (instance (export "image" (func (result string)))))
+  (import "acme:rockets/fuel@1.0.0" (instance (export "level" (func (result u32))))))
+"#,
+    )
+    .unwrap()
+}
+
+/// Writes `bytes` as `name` in a fresh directory and returns both.
+pub fn wasm_file(name: &str, bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tree(&[(name, bytes)]);
+    let path = dir.path().join(name);
+    (dir, path)
+}
+
+/// The path as a `&str` for argument lists.
+pub fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}

@@ -1,0 +1,62 @@
+//! `cargo xtask`: the project's build and test tasks, in Rust so they run wherever cargo does.
+//!
+//! ```text
+//! cargo xtask images            build the guests into examples/images/<name>/bin/main.wasm
+//! cargo xtask codegen [--check] regenerate (or check) the Rust code for capnp/*.capnp
+//! cargo xtask test [-- ARGS]    run every test; ARGS go to `cargo test --workspace`
+//! ```
+//!
+//! `.cargo/config.toml` defines the `xtask` alias for `cargo run --package xtask --`.
+
+mod codegen;
+mod images;
+mod test;
+mod util;
+
+use std::process::ExitCode;
+
+/// What `cargo xtask help` prints.
+const USAGE: &str = "\
+usage: cargo xtask <TASK>
+
+tasks:
+  images             build the guests (guests/) for wasm32-wasip2 and copy each to
+                     examples/images/<name>/bin/main.wasm (installs the target if missing)
+  codegen [--check]  compile capnp/*.capnp into host/src/rpc/schema/<name>_capnp.rs;
+                     with --check, only verify that the committed files are fresh
+  test [-- ARGS]     run every test: install missing tools, images, codegen --check,
+                     guest unit tests, then `cargo test --workspace ARGS`
+  help               show this text
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((task, rest)) = args.split_first() else {
+        eprint!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    let result = match (task.as_str(), rest.as_slice()) {
+        ("images", []) => images::run(),
+        ("codegen", []) => codegen::run(codegen::Mode::Write),
+        ("codegen", ["--check"]) => codegen::run(codegen::Mode::Check),
+        ("test", []) => test::run(&[]),
+        ("test", ["--", extra @ ..]) => test::run(extra),
+        ("help" | "--help" | "-h", _) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprintln!("xtask: unknown task or arguments: {}\n", args.join(" "));
+            eprint!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
