@@ -6,16 +6,26 @@
 //! - [`wasm`] tells components from preview 1 modules and compiles them;
 //! - [`caps`] holds the capabilities a cell can be granted (the `ww:host` WIT interfaces and
 //!   the filesystem);
-//! - [`cell`] runs one program with exactly the capabilities in its config;
+//! - [`fds`] validates and numbers host fd grants (`--fd` and friends) and takes the fds (it
+//!   uses nothing else in the crate);
+//! - [`executor`] runs cells concurrently: one cell's config and store, limits, the compile
+//!   cache, processes, stdio, and the `ww:host/executor` interface for spawning children;
+//! - [`boot`] starts an image's services beside pid0;
+//! - [`units`] parses sizes and durations;
 //! - [`rpc`] holds the Cap'n Proto schemas for what crosses the network.
 //!
-//! Dependencies point down this list's reverse: `cell` uses `caps` and `wasm`; `image`,
-//! `wasm`, `caps` and `rpc` use nothing else in the crate. See ARCHITECTURE.md.
+//! Dependencies: `boot` uses `executor`, `image` and `caps`; `executor` uses `caps` and
+//! `wasm`; `image`, `wasm`, `caps`, `units` and `rpc` use nothing else in the crate. See
+//! ARCHITECTURE.md.
 
 #![deny(missing_docs)]
 
+mod bindings;
+pub mod boot;
 pub mod caps;
-pub mod cell;
+pub mod executor;
+pub mod fds;
 pub mod image;
 pub mod rpc;
+pub mod units;
 pub mod wasm;

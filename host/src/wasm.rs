@@ -76,10 +76,21 @@ pub enum Program {
     Module(Module),
 }
 
+/// How the engine is configured: what changes the compiled code, and so the cache key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Meter fuel in every cell (costs some speed; needed for `--fuel`).
+    pub fuel: bool,
+}
+
 /// Builds the engine every cell of this process runs on.
-pub fn engine() -> Result<Engine, WasmError> {
+pub fn engine(options: &EngineOptions) -> Result<Engine, WasmError> {
     let mut config = Config::new();
-    config.wasm_component_model(true);
+    config
+        .wasm_component_model(true)
+        // Interrupts give busy cells a chance to yield; see the executor's epoch ticker.
+        .epoch_interruption(true)
+        .consume_fuel(options.fuel);
     Engine::new(&config).map_err(|e| WasmError::Engine {
         message: format!("{e:#}"),
     })
@@ -125,7 +136,7 @@ mod tests {
 
     #[test]
     fn garbage_is_not_wasm() {
-        let engine = engine().unwrap();
+        let engine = engine(&EngineOptions::default()).unwrap();
         let err = compile(&engine, Path::new("x.wasm"), b"not wasm")
             .err()
             .unwrap();
@@ -134,7 +145,7 @@ mod tests {
 
     #[test]
     fn truncated_wasm_is_a_compile_error() {
-        let engine = engine().unwrap();
+        let engine = engine(&EngineOptions::default()).unwrap();
         let mut bytes = wat::parse_str("(module (func (export \"f\")))").unwrap();
         bytes.truncate(bytes.len() - 3);
         let err = compile(&engine, Path::new("x.wasm"), &bytes).err().unwrap();

@@ -1,7 +1,7 @@
 //! `ww:host/cell`: a cell's view of itself, and its exit with an exact code.
 
 use super::CellInfo;
-use super::bindings::ww::host::cell::{Directory, Host};
+use crate::bindings::ww::host::cell::{Directory, Host};
 
 impl Host for CellInfo {
     fn image(&mut self) -> String {

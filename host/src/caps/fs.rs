@@ -50,6 +50,17 @@ pub enum DirGrantError {
         reason: String,
     },
 
+    /// A cell asked to pass on a directory it does not hold.
+    #[error("`{path}` is not a directory this cell holds")]
+    #[diagnostic(
+        code(ww::dir::not_held),
+        help("a cell can pass on only the directories it holds, by the path it sees them at")
+    )]
+    NotHeld {
+        /// The path as asked.
+        path: String,
+    },
+
     /// Two grants claim the same guest path.
     #[error("two --dir grants are both mounted at `{guest}`")]
     #[diagnostic(
@@ -139,6 +150,33 @@ impl FromStr for DirGrant {
     }
 }
 
+/// A failure to read a file from a cell's filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// No such file in what the cell holds.
+    #[error("no such file: {0}")]
+    NotFound(String),
+    /// The file is larger than allowed, in bytes.
+    #[error("file too large: {0} bytes")]
+    TooLarge(u64),
+    /// Another I/O failure.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// `path` relative to the directory `dir` (both normalized), if it is inside it.
+fn relative_to<'a>(path: &'a str, dir: &str) -> Option<&'a str> {
+    if dir == "/" {
+        return Some(path.trim_start_matches('/'));
+    }
+    let rest = path.strip_prefix(dir)?;
+    if rest.is_empty() {
+        Some("")
+    } else {
+        rest.strip_prefix('/')
+    }
+}
+
 /// `/a//b/./c/` → `/a/b/c`; `None` for a relative path or one with `..`.
 fn normalize_guest(guest: &str) -> Option<String> {
     let path = Path::new(guest);
@@ -210,6 +248,70 @@ impl Filesystem {
     /// The directories, image root first when there is one.
     pub fn preopens(&self) -> &[DirGrant] {
         &self.preopens
+    }
+
+    /// The grants for a child, chosen from this filesystem: each `(path, at, read_only)`
+    /// names a directory held here by the path it is seen at, where the child sees it
+    /// (`None`: the same path), and whether to narrow it to read-only. A read-only
+    /// directory stays read-only; a directory not held here is refused.
+    pub fn attenuate<'a>(
+        &self,
+        requests: impl IntoIterator<Item = (&'a str, Option<&'a str>, bool)>,
+    ) -> Result<Vec<DirGrant>, DirGrantError> {
+        requests
+            .into_iter()
+            .map(|(path, at, read_only)| {
+                let normalized = normalize_guest(path);
+                let held = self
+                    .preopens
+                    .iter()
+                    .find(|p| Some(p.guest.as_str()) == normalized.as_deref())
+                    .ok_or_else(|| DirGrantError::NotHeld {
+                        path: path.to_owned(),
+                    })?;
+                DirGrant::new(
+                    held.host.clone(),
+                    at.unwrap_or(path),
+                    held.read_only || read_only,
+                )
+            })
+            .collect()
+    }
+
+    /// Reads the file at `guest_path` as the cell would, refusing one larger than `max`
+    /// bytes. The file is opened through the directory that holds it (cap-std), so `..` and
+    /// symlinks cannot lead outside what the cell holds.
+    pub fn read(&self, guest_path: &str, max: u64) -> Result<Vec<u8>, ReadError> {
+        use std::io::Read as _;
+        let not_found = || ReadError::NotFound(guest_path.to_owned());
+        let path = normalize_guest(guest_path).ok_or_else(not_found)?;
+        let (dir, rel) = self
+            .preopens
+            .iter()
+            .filter_map(|p| relative_to(&path, &p.guest).map(|rel| (p, rel)))
+            .max_by_key(|(p, _)| p.guest.len())
+            .ok_or_else(not_found)?;
+        if rel.is_empty() {
+            return Err(ReadError::Io(format!("{guest_path} is a directory")));
+        }
+        let io = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::NotFound => not_found(),
+            _ => ReadError::Io(format!("{guest_path}: {e}")),
+        };
+        // The one ambient step: opening a directory the cell was granted.
+        let root = cap_std::fs::Dir::open_ambient_dir(&dir.host, cap_std::ambient_authority())
+            .map_err(io)?;
+        let file = root.open(rel).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        if len > max {
+            return Err(ReadError::TooLarge(len));
+        }
+        let mut bytes = Vec::with_capacity(len as usize);
+        file.take(max + 1).read_to_end(&mut bytes).map_err(io)?;
+        if bytes.len() as u64 > max {
+            return Err(ReadError::TooLarge(bytes.len() as u64));
+        }
+        Ok(bytes)
     }
 
     /// Preopens every directory in `builder` with the permissions it was granted.
@@ -310,6 +412,68 @@ mod tests {
         let fs = Filesystem::new(Some(Path::new("/img")), &[g]).unwrap();
         assert_eq!(fs.preopens().len(), 1);
         assert_eq!(fs.preopens()[0].host(), d.path());
+    }
+
+    #[test]
+    fn attenuation_keeps_held_directories_and_narrows_them() {
+        let (img, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let g = DirGrant::new(data.path().to_path_buf(), "/data", false).unwrap();
+        let fs = Filesystem::new(Some(img.path()), &[g]).unwrap();
+        let child = fs
+            .attenuate([
+                ("/data", Some("/d"), true),
+                ("/", None, false),
+                ("/data/", None, false),
+            ])
+            .unwrap();
+        let got: Vec<_> = child
+            .iter()
+            .map(|g| (g.host(), g.guest(), g.read_only()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (data.path(), "/d", true),
+                (img.path(), "/", true),
+                (data.path(), "/data", false)
+            ]
+        );
+        for path in ["/elsewhere", "/data/sub", "data", "/../data"] {
+            let err = fs.attenuate([(path, None, false)]).unwrap_err();
+            assert!(
+                matches!(err, DirGrantError::NotHeld { .. }),
+                "{path}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn reads_only_inside_held_directories() {
+        let (img, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        std::fs::create_dir_all(img.path().join("usr/lib")).unwrap();
+        std::fs::write(img.path().join("usr/lib/x.wasm"), b"img").unwrap();
+        std::fs::write(data.path().join("x.wasm"), b"data").unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", img.path().join("leak")).unwrap();
+        let g = DirGrant::new(data.path().to_path_buf(), "/data", true).unwrap();
+        let fs = Filesystem::new(Some(img.path()), &[g]).unwrap();
+        assert_eq!(fs.read("/usr/lib/x.wasm", 100).unwrap(), b"img");
+        assert_eq!(fs.read("/data/x.wasm", 100).unwrap(), b"data");
+        assert_eq!(
+            fs.read("/data/x.wasm", 2).unwrap_err(),
+            ReadError::TooLarge(4)
+        );
+        assert!(matches!(fs.read("/nope", 100), Err(ReadError::NotFound(_))));
+        assert!(matches!(
+            fs.read("/../etc/hostname", 100),
+            Err(ReadError::NotFound(_))
+        ));
+        assert!(
+            fs.read("/leak", 100).is_err(),
+            "a symlink out of the root must not be followed"
+        );
+        assert!(fs.read("/data", 100).is_err());
+        let none = Filesystem::new(None, &[]).unwrap();
+        assert!(matches!(none.read("/x", 100), Err(ReadError::NotFound(_))));
     }
 
     #[test]

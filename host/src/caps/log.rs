@@ -2,7 +2,7 @@
 //! target with the cell's image name as a field.
 
 use super::CellInfo;
-use super::bindings::ww::host::log::{Host, Level};
+use crate::bindings::ww::host::log::{Host, Level};
 
 /// The bytes of one guest message that reach the log; the rest is cut so a guest cannot
 /// flood the host's log with one call.

@@ -14,18 +14,9 @@ mod log;
 
 use wasmtime::component::{HasSelf, Linker};
 
-pub use self::fs::{DirGrant, DirGrantError, Filesystem};
+use crate::bindings::ww::host::{cell as cell_wit, log as log_wit};
 
-/// Bindings generated from `wit/` for the world every cell may import.
-mod bindings {
-    wasmtime::component::bindgen!({
-        world: "guest",
-        path: "../wit",
-        imports: {
-            "ww:host/cell.exit": trappable,
-        },
-    });
-}
+pub use self::fs::{DirGrant, DirGrantError, Filesystem, ReadError};
 
 /// What the host knows about one cell, and serves it through the `ww:host` interfaces.
 #[derive(Debug, Clone)]
@@ -60,5 +51,6 @@ pub fn add_to_linker<T: 'static>(
     linker: &mut Linker<T>,
     get: fn(&mut T) -> &mut CellInfo,
 ) -> wasmtime::Result<()> {
-    bindings::Guest::add_to_linker::<T, HasSelf<CellInfo>>(linker, get)
+    cell_wit::add_to_linker::<T, HasSelf<CellInfo>>(linker, get)?;
+    log_wit::add_to_linker::<T, HasSelf<CellInfo>>(linker, get)
 }

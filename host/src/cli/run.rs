@@ -1,12 +1,19 @@
 //! `ww run`: boot an image as pid0 and exit with its status.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use miette::{Diagnostic, Report};
+use ww::boot;
 use ww::caps::{CellInfo, DirGrant, Filesystem};
-use ww::cell::{self, CellConfig, Exit};
+use ww::executor::Executor;
+use ww::executor::cache::CompileCache;
+use ww::executor::cell::CellConfig;
+use ww::executor::limits::{DEFAULT_MAX_MEMORY, Limits};
+use ww::executor::process::Exit;
 use ww::image::Image;
-use ww::wasm;
+use ww::units;
+use ww::wasm::EngineOptions;
 
 /// `ww run [OPTIONS] <IMAGE> [ARGS]...`
 #[derive(Debug, clap::Args)]
@@ -24,6 +31,23 @@ pub struct RunArgs {
     /// unless `:ro` (repeatable). A grant at `/` replaces the image root.
     #[arg(long = "dir", value_name = "HOST[::GUEST][:ro]")]
     dirs: Vec<String>,
+
+    /// Cap pid0's linear memory (e.g. 64MiB, 1G); children get at most as much.
+    #[arg(long, value_name = "SIZE", value_parser = units::parse_size, default_value = "1GiB")]
+    max_memory: u64,
+
+    /// End pid0 (and so every cell) after this long (e.g. 500ms, 10s, 2m).
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    timeout: Option<Duration>,
+
+    /// Meter pid0's execution: it may run about N wasm instructions. Enables fuel for
+    /// children too, each bound by its parent's.
+    #[arg(long, value_name = "N")]
+    fuel: Option<u64>,
+
+    /// Compile without the on-disk cache of compiled programs (see WW_CACHE_DIR).
+    #[arg(long)]
+    no_cache: bool,
 
     /// The image: a directory holding bin/main.wasm, or a .wasm file.
     #[arg(value_name = "IMAGE")]
@@ -76,18 +100,6 @@ fn environment(ww_env: Option<&str>, flags: &[String]) -> Result<Vec<(String, St
     Ok(env)
 }
 
-/// A cell that trapped: what happened and to which cell.
-#[derive(Debug, thiserror::Error, Diagnostic)]
-#[error("cell `{cell}` trapped: {message}")]
-#[diagnostic(
-    code(ww::cell::trap),
-    help("this is a fault in the guest program; run with -v for its wasm backtrace")
-)]
-struct Trapped {
-    cell: String,
-    message: String,
-}
-
 /// Runs `ww run`, returning the cell's exit status.
 pub fn main(args: RunArgs) -> Result<u8, Report> {
     let ww_env = std::env::var("WW_ENV").ok();
@@ -101,11 +113,16 @@ pub fn main(args: RunArgs) -> Result<u8, Report> {
     let image = Image::load(&args.image, &args.layers)?;
     let filesystem = Filesystem::new(image.root(), &grants)?;
     let bytes = image.read_entrypoint()?;
-    let engine = wasm::engine()?;
-    let program = wasm::compile(&engine, image.entrypoint(), &bytes)?;
-    let config = CellConfig::new(CellInfo::new(image.name(), filesystem))
-        .args(args.args)
-        .env(env);
+    let options = EngineOptions {
+        fuel: args.fuel.is_some(),
+    };
+    let cache_dir = if args.no_cache {
+        None
+    } else {
+        CompileCache::default_dir()
+    };
+    let executor = Executor::new(&options, cache_dir.as_deref())?;
+    let loaded = executor.load(image.entrypoint(), &bytes)?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -113,22 +130,94 @@ pub fn main(args: RunArgs) -> Result<u8, Report> {
         .map_err(|e| {
             miette::miette!(code = "ww::runtime", "cannot start the async runtime: {e}")
         })?;
-    let outcome = runtime.block_on(cell::run(&engine, &program, config));
+    let cell = image.name().to_owned();
+    let outcome = runtime.block_on(async {
+        let limits = Limits {
+            max_memory: args.max_memory,
+            deadline: args.timeout.map(|t| Instant::now() + t),
+            fuel: args.fuel,
+            ..Limits::default()
+        };
+        let config = CellConfig::new(CellInfo::new(image.name(), filesystem))
+            .args(args.args)
+            .env(env)
+            .limits(limits)
+            .executor(true);
+        let pid0 = executor.spawn(&loaded, config)?;
+        let services = match image.root() {
+            Some(root) => boot::start_services(&executor, root, &limits),
+            None => Vec::new(),
+        };
+        let exit = pid0.wait().await;
+        for service in services {
+            service.kill();
+        }
+        Ok::<Exit, Report>(exit)
+    });
     // A cell blocked reading stdin leaves a reader behind; do not wait for it.
     runtime.shutdown_background();
-
-    let cell = image.name().to_owned();
     drop(image);
+
     let exit = outcome?;
-    if let Exit::Trap { message, detail } = &exit {
-        tracing::debug!(cell = %cell, "{detail}");
-        let trapped = Trapped {
-            cell,
-            message: message.clone(),
-        };
-        eprintln!("{:?}", Report::new(trapped));
-    }
+    report(&cell, &exit, &args_limits_hint(args.max_memory));
     Ok(exit.status())
+}
+
+fn args_limits_hint(max_memory: u64) -> String {
+    if max_memory == DEFAULT_MAX_MEMORY {
+        "raise it with --max-memory".to_owned()
+    } else {
+        format!("it was set to {max_memory} bytes by --max-memory")
+    }
+}
+
+/// A cell that did not end by itself: what happened and to which cell.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+#[error("cell `{cell}` {what}")]
+#[diagnostic(code(ww::cell::ended))]
+struct Ended {
+    cell: String,
+    what: String,
+    #[help]
+    help: String,
+}
+
+/// Prints the one-paragraph diagnostic for an exit that is not the cell's own code.
+fn report(cell: &str, exit: &Exit, memory_hint: &str) {
+    use ww::executor::limits::LimitExceeded;
+    let (what, help) = match exit {
+        Exit::Code(_) => return,
+        Exit::Trap { message, detail } => {
+            tracing::debug!(cell = %cell, "{detail}");
+            (
+                format!("trapped: {message}"),
+                "this is a fault in the guest program; run with -v for its wasm backtrace"
+                    .to_owned(),
+            )
+        }
+        Exit::Killed => (
+            "was killed".to_owned(),
+            "something ended it before it finished".to_owned(),
+        ),
+        Exit::Limit(LimitExceeded::Memory { limit }) => (
+            format!("exceeded its memory limit ({limit} bytes)"),
+            memory_hint.to_owned(),
+        ),
+        Exit::Limit(LimitExceeded::Time) => (
+            "ran past its time limit".to_owned(),
+            "raise --timeout, or find why the cell does not finish".to_owned(),
+        ),
+        Exit::Limit(LimitExceeded::Fuel) => (
+            "ran out of fuel".to_owned(),
+            "raise --fuel, or find why the cell runs so long".to_owned(),
+        ),
+    };
+    let ended = Ended {
+        cell: cell.to_owned(),
+        what,
+        help,
+    };
+    eprintln!("{:?}", Report::new(ended));
 }
 
 #[cfg(test)]

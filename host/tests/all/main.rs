@@ -1,8 +1,10 @@
 //! Integration tests: the real `ww` binary on the images `cargo xtask images` builds and on
 //! small images the tests make.
 
+mod boot;
 mod errors;
 mod fs;
 mod layers;
+mod limits;
 mod process;
 mod support;

@@ -55,10 +55,13 @@ pub fn image(name: &str) -> PathBuf {
     dir
 }
 
-/// `ww` with a clean logging environment, so the caller's RUST_LOG or WW_ENV cannot leak in.
+/// `ww` with a clean logging environment, so the caller's RUST_LOG or WW_ENV cannot leak in,
+/// and one compile cache shared by every test, so each guest is compiled once per test run.
 pub fn ww() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ww"));
-    cmd.env_remove("RUST_LOG").env_remove("WW_ENV");
+    cmd.env_remove("RUST_LOG")
+        .env_remove("WW_ENV")
+        .env("WW_CACHE_DIR", repo().join("target").join("test-cache"));
     cmd
 }
 
@@ -178,6 +181,39 @@ pub fn p1_dump(code: u32) -> Vec<u8> {
     (call $write (i32.const 140) (i32.const 1))
     (call $proc_exit (i32.const {code}))))
 "#
+    ))
+    .unwrap()
+}
+
+/// A preview 1 command that loops forever.
+pub fn p1_spin() -> Vec<u8> {
+    wat::parse_str(
+        r#"(module (memory (export "memory") 1) (func (export "_start") (loop $l (br $l))))"#,
+    )
+    .unwrap()
+}
+
+/// A preview 1 command that grows its memory by 1 MiB at a time, forever.
+pub fn p1_hog() -> Vec<u8> {
+    wat::parse_str(
+        r#"(module (memory (export "memory") 1)
+             (func (export "_start") (loop $l (drop (memory.grow (i32.const 16))) (br $l))))"#,
+    )
+    .unwrap()
+}
+
+/// A preview 1 command that sleeps `ms` milliseconds, then exits 0.
+pub fn p1_sleep(ms: u64) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(module
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (i32.store8 (i32.const 8) (i32.const 0))
+    (i32.store (i32.const 16) (i32.const 1))
+    (i64.store (i32.const 24) (i64.const {ns}))
+    (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))"#,
+        ns = ms * 1_000_000
     ))
     .unwrap()
 }

@@ -1,0 +1,19 @@
+//! Host-side Rust generated from `wit/` (world `ww:host/guest`). Capabilities implement the
+//! traits; nothing else lives here.
+
+#![allow(missing_docs)]
+
+wasmtime::component::bindgen!({
+    world: "guest",
+    path: "../wit",
+    imports: {
+        "ww:host/executor.[method]process.wait": async | trappable,
+        "ww:host/executor": trappable,
+        "ww:host/cell.exit": trappable,
+    },
+    with: {
+        "wasi:io": wasmtime_wasi::p2::bindings::io,
+        "ww:host/executor.executor": crate::executor::host::ExecutorHandle,
+        "ww:host/executor.process": crate::executor::host::ProcessHandle,
+    },
+});

@@ -1,0 +1,229 @@
+//! Booting an image: the services under `svc/` in its merged root, started beside pid0 and
+//! stopped when pid0 exits.
+//!
+//! Each `svc/<name>/` is a nested image: its directory is the service's own read-only root,
+//! `bin/main.wasm` its program. Its output lines reach the host's stdout and stderr prefixed
+//! `[name] `; it reads no stdin. `svc/<name>/etc/service.toml`, when present, configures it:
+//!
+//! ```toml
+//! args = ["--port", "8080"]          # after argv[0], which is the service's name
+//! executor = false                   # whether it may spawn children
+//!
+//! [env]                              # its whole environment
+//! LOG = "debug"
+//!
+//! [limits]                           # each at most pid0's own
+//! max-memory = "64MiB"
+//! timeout = "30s"
+//! fuel = 1000000
+//! max-children = 4
+//! ```
+//!
+//! A service that cannot start (no program, a malformed config, a binary that does not
+//! link) is reported and skipped: it never stops pid0 from booting.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Deserialize;
+
+use crate::caps::{CellInfo, Filesystem};
+use crate::executor::Executor;
+use crate::executor::cell::CellConfig;
+use crate::executor::limits::{LimitRequest, Limits};
+use crate::executor::process::Process;
+use crate::executor::stdio::Stdio;
+use crate::image::ENTRYPOINT;
+use crate::units;
+
+/// Where a service's configuration lives inside its image.
+pub const SERVICE_CONFIG: &str = "etc/service.toml";
+
+/// A service that could not be started.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("service `{name}` not started: {reason}")]
+#[diagnostic(
+    code(ww::boot::service),
+    help(
+        "a service is svc/<name>/bin/main.wasm, optionally configured by svc/<name>/etc/service.toml"
+    )
+)]
+pub struct ServiceError {
+    /// The service's name.
+    pub name: String,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// `etc/service.toml`.
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServiceConfig {
+    /// Arguments after `argv[0]`.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// The whole environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Whether the service holds an executor.
+    #[serde(default)]
+    pub executor: bool,
+    /// Limits, each at most pid0's.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// The `[limits]` table of `etc/service.toml`.
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LimitsConfig {
+    /// A size such as `64MiB`.
+    pub max_memory: Option<String>,
+    /// A duration such as `30s`.
+    pub timeout: Option<String>,
+    /// Fuel units.
+    pub fuel: Option<u64>,
+    /// Live children at once.
+    pub max_children: Option<u32>,
+}
+
+impl ServiceConfig {
+    /// Parses the text of `etc/service.toml`.
+    pub fn parse(text: &str) -> Result<ServiceConfig, String> {
+        toml::from_str(text).map_err(|e| format!("{SERVICE_CONFIG}: {}", e.message()))
+    }
+
+    /// The limits this config asks for.
+    pub fn limit_request(&self) -> Result<LimitRequest, String> {
+        let l = &self.limits;
+        Ok(LimitRequest {
+            max_memory: l.max_memory.as_deref().map(units::parse_size).transpose()?,
+            timeout: l
+                .timeout
+                .as_deref()
+                .map(units::parse_duration)
+                .transpose()?,
+            fuel: l.fuel,
+            max_children: l.max_children,
+        })
+    }
+}
+
+/// The services of the image rooted at `root`, sorted by name.
+pub fn service_dirs(root: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(root.join("svc")) else {
+        return Vec::new();
+    };
+    let mut services: Vec<(String, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
+        .collect();
+    services.sort();
+    services
+}
+
+/// Starts every service of the image rooted at `root`, each bound by `limits` (pid0's).
+/// Must be called within the runtime that drives the cells.
+pub fn start_services(executor: &Executor, root: &Path, limits: &Limits) -> Vec<Process> {
+    let mut started = Vec::new();
+    for (name, dir) in service_dirs(root) {
+        match start_service(executor, &name, &dir, limits) {
+            Ok(process) => {
+                tracing::info!(service = %name, id = process.id(), "service started");
+                started.push(process);
+            }
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
+    started
+}
+
+fn start_service(
+    executor: &Executor,
+    name: &str,
+    dir: &Path,
+    limits: &Limits,
+) -> Result<Process, ServiceError> {
+    let fail = |reason: String| ServiceError {
+        name: name.to_owned(),
+        reason,
+    };
+    let config = match std::fs::read_to_string(dir.join(SERVICE_CONFIG)) {
+        Ok(text) => ServiceConfig::parse(&text).map_err(fail)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => ServiceConfig::default(),
+        Err(e) => return Err(fail(format!("{SERVICE_CONFIG}: {e}"))),
+    };
+    let request = config.limit_request().map_err(fail)?;
+    let limits = limits
+        .tighten(&request, Instant::now())
+        .map_err(|e| fail(e.to_string()))?;
+    let entry = dir.join(ENTRYPOINT);
+    let bytes = std::fs::read(&entry).map_err(|e| fail(format!("{ENTRYPOINT}: {e}")))?;
+    let loaded = executor
+        .load(&entry, &bytes)
+        .map_err(|e| fail(e.to_string()))?;
+    let filesystem = Filesystem::new(Some(dir), &[]).map_err(|e| fail(e.to_string()))?;
+    let cell = CellConfig::new(CellInfo::new(name, filesystem))
+        .args(config.args)
+        .env(config.env.into_iter().collect())
+        .stdio(Stdio::prefixed(name))
+        .limits(limits)
+        .executor(config.executor);
+    executor
+        .spawn(&loaded, cell)
+        .map_err(|e| fail(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_config() {
+        let config = ServiceConfig::parse(
+            r#"
+            args = ["a", "b"]
+            executor = true
+            [env]
+            K = "v"
+            [limits]
+            max-memory = "64MiB"
+            timeout = "30s"
+            fuel = 10
+            max-children = 2
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.args, ["a", "b"]);
+        assert!(config.executor);
+        let req = config.limit_request().unwrap();
+        assert_eq!(req.max_memory, Some(64 << 20));
+        assert_eq!(req.timeout, Some(std::time::Duration::from_secs(30)));
+        assert_eq!((req.fuel, req.max_children), (Some(10), Some(2)));
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_units() {
+        assert!(ServiceConfig::parse("argz = []").is_err());
+        assert!(ServiceConfig::parse("[limits]\nmemory = \"1G\"").is_err());
+        assert!(ServiceConfig::parse("args = \"not a list\"").is_err());
+        let config = ServiceConfig::parse("[limits]\nmax-memory = \"lots\"").unwrap();
+        assert!(config.limit_request().is_err());
+    }
+
+    #[test]
+    fn lists_service_directories_only() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("svc/b")).unwrap();
+        std::fs::create_dir_all(root.path().join("svc/a")).unwrap();
+        std::fs::write(root.path().join("svc/notes"), "").unwrap();
+        let names: Vec<_> = service_dirs(root.path())
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+        assert!(service_dirs(Path::new("/nonexistent")).is_empty());
+    }
+}

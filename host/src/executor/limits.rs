@@ -1,0 +1,277 @@
+//! Limits the host enforces on every cell: memory, wall time, fuel, live children, and the
+//! size of a program spawned from bytes.
+//!
+//! A child's limits come from [`Limits::tighten`], the one place where a request is checked
+//! against the spawner's own limits: a request may tighten a limit, never loosen it.
+
+use std::time::{Duration, Instant};
+
+use wasmtime::ResourceLimiter;
+
+/// The default cap on a cell's linear memory: 1 GiB.
+pub const DEFAULT_MAX_MEMORY: u64 = 1 << 30;
+/// The default cap on children alive at once, per cell.
+pub const DEFAULT_MAX_CHILDREN: u32 = 256;
+/// The cap on a program spawned from bytes: 64 MiB.
+pub const MAX_PROGRAM_BYTES: u64 = 64 << 20;
+/// Table elements a cell may have per table.
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+/// Which limit ended a cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LimitExceeded {
+    /// It tried to grow its memory past its cap.
+    #[error("memory limit exceeded: {limit} bytes of linear memory")]
+    Memory {
+        /// The cap, in bytes.
+        limit: u64,
+    },
+    /// It ran past its deadline.
+    #[error("time limit exceeded")]
+    Time,
+    /// It ran out of fuel.
+    #[error("fuel exhausted")]
+    Fuel,
+}
+
+/// What a cell may use. Every cell has one; pid0's comes from the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of linear memory over all the cell's memories.
+    pub max_memory: u64,
+    /// When the cell is ended, if ever.
+    pub deadline: Option<Instant>,
+    /// Fuel to start with, when the engine meters fuel.
+    pub fuel: Option<u64>,
+    /// Children alive at once.
+    pub max_children: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_memory: DEFAULT_MAX_MEMORY,
+            deadline: None,
+            fuel: None,
+            max_children: DEFAULT_MAX_CHILDREN,
+        }
+    }
+}
+
+/// A request for a child's limits; `None` inherits the spawner's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitRequest {
+    /// Bytes of linear memory.
+    pub max_memory: Option<u64>,
+    /// Wall time from now.
+    pub timeout: Option<Duration>,
+    /// Fuel.
+    pub fuel: Option<u64>,
+    /// Children alive at once.
+    pub max_children: Option<u32>,
+}
+
+/// A request that would loosen a limit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}: asked for {asked}, but the spawner is limited to {held}")]
+pub struct LooserThanHeld {
+    /// Which limit.
+    pub what: &'static str,
+    /// What was asked.
+    pub asked: String,
+    /// What the spawner has.
+    pub held: String,
+}
+
+impl Limits {
+    /// The limits for a child of a cell holding `self`, as `request` asks: each field the
+    /// request sets must be at most the held one; unset fields are inherited.
+    pub fn tighten(&self, request: &LimitRequest, now: Instant) -> Result<Limits, LooserThanHeld> {
+        fn check<T: PartialOrd + ToString + Copy>(
+            what: &'static str,
+            held: T,
+            asked: Option<T>,
+        ) -> Result<T, LooserThanHeld> {
+            match asked {
+                Some(asked) if asked > held => Err(LooserThanHeld {
+                    what,
+                    asked: asked.to_string(),
+                    held: held.to_string(),
+                }),
+                Some(asked) => Ok(asked),
+                None => Ok(held),
+            }
+        }
+        let deadline = match (self.deadline, request.timeout.map(|t| now + t)) {
+            (Some(held), Some(asked)) if asked > held => {
+                return Err(LooserThanHeld {
+                    what: "timeout",
+                    asked: format!("{} ms", request.timeout.unwrap_or_default().as_millis()),
+                    held: format!(
+                        "{} ms left",
+                        held.saturating_duration_since(now).as_millis()
+                    ),
+                });
+            }
+            (_, Some(asked)) => Some(asked),
+            (held, None) => held,
+        };
+        let fuel = match (self.fuel, request.fuel) {
+            (None, Some(_)) => {
+                return Err(LooserThanHeld {
+                    what: "fuel",
+                    asked: "metered fuel".into(),
+                    held: "no fuel metering (start ww with --fuel)".into(),
+                });
+            }
+            (held, asked) => match held {
+                Some(held) => Some(check("fuel", held, asked)?),
+                None => None,
+            },
+        };
+        Ok(Limits {
+            max_memory: check("max-memory", self.max_memory, request.max_memory)?,
+            deadline,
+            fuel,
+            max_children: check("max-children", self.max_children, request.max_children)?,
+        })
+    }
+}
+
+/// Enforces a cell's memory cap as wasmtime grows its memories and tables.
+#[derive(Debug)]
+pub struct MemoryLimiter {
+    limit: u64,
+    used: u64,
+}
+
+impl MemoryLimiter {
+    /// A limiter allowing `limit` bytes of linear memory in all.
+    pub fn new(limit: u64) -> MemoryLimiter {
+        MemoryLimiter { limit, used: 0 }
+    }
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let grow = (desired as u64).saturating_sub(current as u64);
+        let used = self.used.saturating_add(grow);
+        if used > self.limit {
+            // An error, not `false`: the cell traps here with a cause the runner can name,
+            // instead of an allocator abort that looks like any other trap.
+            return Err(LimitExceeded::Memory { limit: self.limit }.into());
+        }
+        self.used = used;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held() -> Limits {
+        Limits {
+            max_memory: 1000,
+            deadline: None,
+            fuel: Some(50),
+            max_children: 4,
+        }
+    }
+
+    #[test]
+    fn unset_fields_are_inherited() {
+        let now = Instant::now();
+        assert_eq!(
+            held().tighten(&LimitRequest::default(), now).unwrap(),
+            held()
+        );
+    }
+
+    #[test]
+    fn tighter_requests_are_granted() {
+        let now = Instant::now();
+        let req = LimitRequest {
+            max_memory: Some(10),
+            timeout: Some(Duration::from_secs(1)),
+            fuel: Some(5),
+            max_children: Some(0),
+        };
+        let child = held().tighten(&req, now).unwrap();
+        assert_eq!(child.max_memory, 10);
+        assert_eq!(child.deadline, Some(now + Duration::from_secs(1)));
+        assert_eq!((child.fuel, child.max_children), (Some(5), 0));
+    }
+
+    #[test]
+    fn looser_requests_are_refused() {
+        let now = Instant::now();
+        let cases = [
+            (
+                LimitRequest {
+                    max_memory: Some(1001),
+                    ..Default::default()
+                },
+                "max-memory",
+            ),
+            (
+                LimitRequest {
+                    fuel: Some(51),
+                    ..Default::default()
+                },
+                "fuel",
+            ),
+            (
+                LimitRequest {
+                    max_children: Some(5),
+                    ..Default::default()
+                },
+                "max-children",
+            ),
+        ];
+        for (req, what) in cases {
+            assert_eq!(held().tighten(&req, now).unwrap_err().what, what);
+        }
+        let bounded = Limits {
+            deadline: Some(now + Duration::from_secs(1)),
+            ..held()
+        };
+        let req = LimitRequest {
+            timeout: Some(Duration::from_secs(2)),
+            ..Default::default()
+        };
+        assert_eq!(bounded.tighten(&req, now).unwrap_err().what, "timeout");
+        let unmetered = Limits {
+            fuel: None,
+            ..held()
+        };
+        let req = LimitRequest {
+            fuel: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(unmetered.tighten(&req, now).unwrap_err().what, "fuel");
+    }
+
+    #[test]
+    fn the_memory_limiter_counts_every_memory() {
+        let mut limiter = MemoryLimiter::new(100);
+        assert!(limiter.memory_growing(0, 60, None).unwrap());
+        assert!(limiter.memory_growing(0, 40, None).unwrap());
+        let err = limiter.memory_growing(40, 41, None).unwrap_err();
+        assert!(err.downcast_ref::<LimitExceeded>().is_some());
+    }
+}

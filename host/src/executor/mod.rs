@@ -1,0 +1,213 @@
+//! The executor: runs cells concurrently on one engine, each as a task, with the limits,
+//! stdio and capabilities it was given, and hands back a [`Process`] to supervise it.
+//!
+//! - [`cell`]: one cell's config, store, linking and run;
+//! - [`limits`]: memory, time, fuel and children caps, and how a child's are derived;
+//! - [`cache`]: compiled programs by content hash, in memory and on disk;
+//! - [`process`]: the handle on a running cell, and how a cell ended;
+//! - [`stdio`]: standard streams, pipes between cells, prefixed service output;
+//! - `host`: the `ww:host/executor` interface a cell uses to spawn children.
+//!
+//! Architecture invariant: everything that runs wasm goes through [`Executor::spawn`], so
+//! every cell gets the same limits enforcement, the same yielding to other cells, and the
+//! same supervision.
+
+pub mod cache;
+pub mod cell;
+pub(crate) mod host;
+pub mod limits;
+pub mod process;
+pub mod stdio;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use wasmtime::Engine;
+use wasmtime::component::Linker as ComponentLinker;
+use wasmtime_wasi::p2::bindings::CommandPre;
+
+use self::cache::{CompileCache, ContentHash};
+use self::cell::{CellConfig, CellError, CellState, ModuleState, Ready};
+use self::limits::LimitExceeded;
+use self::process::{Exit, Process, settle};
+use crate::wasm::{EngineOptions, Program, WasmError};
+
+/// How often the epoch advances: the longest a busy cell runs before yielding.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// A compiled program and the hash it is cached under.
+#[derive(Clone)]
+pub struct Loaded {
+    hash: ContentHash,
+    program: Program,
+}
+
+/// Runs cells. Cheap to clone; every clone is the same executor.
+#[derive(Clone)]
+pub struct Executor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cache: CompileCache,
+    fuel_metered: bool,
+    components: ComponentLinker<CellState>,
+    modules: wasmtime::Linker<ModuleState>,
+    component_links: Mutex<HashMap<ContentHash, CommandPre<CellState>>>,
+    module_links: Mutex<HashMap<ContentHash, wasmtime::InstancePre<ModuleState>>>,
+    next_id: AtomicU32,
+    ticker: EpochTicker,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.ticker.stop();
+    }
+}
+
+impl Executor {
+    /// An executor on a new engine configured by `options`, caching compiled programs under
+    /// `cache_dir` (none: in memory only).
+    pub fn new(options: &EngineOptions, cache_dir: Option<&Path>) -> Result<Executor, WasmError> {
+        let engine = crate::wasm::engine(options)?;
+        let link_err = |e: wasmtime::Error| WasmError::Engine {
+            message: format!("{e:#}"),
+        };
+        let components = cell::component_linker(&engine).map_err(link_err)?;
+        let modules = cell::module_linker(&engine).map_err(link_err)?;
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(Executor {
+            inner: Arc::new(Inner {
+                cache: CompileCache::new(engine, cache_dir),
+                fuel_metered: options.fuel,
+                components,
+                modules,
+                component_links: Mutex::new(HashMap::new()),
+                module_links: Mutex::new(HashMap::new()),
+                next_id: AtomicU32::new(0),
+                ticker,
+            }),
+        })
+    }
+
+    /// The engine every cell runs on.
+    pub fn engine(&self) -> &Engine {
+        self.inner.cache.engine()
+    }
+
+    /// Whether cells are metered by fuel.
+    pub fn fuel_metered(&self) -> bool {
+        self.inner.fuel_metered
+    }
+
+    /// Compiles `bytes` (read from `origin`, named in errors), or finds them compiled.
+    pub fn load(&self, origin: &Path, bytes: &[u8]) -> Result<Loaded, WasmError> {
+        let (hash, program) = self.inner.cache.get(origin, bytes)?;
+        Ok(Loaded { hash, program })
+    }
+
+    /// Starts `loaded` as a cell configured by `config`. Must be called within the tokio
+    /// runtime that will drive the cell.
+    pub fn spawn(&self, loaded: &Loaded, config: CellConfig) -> Result<Process, CellError> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let name = config.name().to_owned();
+        let deadline = config.deadline();
+        let ready = self.prepare(loaded, config)?;
+
+        let (status, _) = watch::channel(None);
+        let status = Arc::new(status);
+        let settle_to = status.clone();
+        let task = tokio::spawn(async move {
+            let exit = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline.into(), ready.run())
+                    .await
+                    .unwrap_or(Exit::Limit(LimitExceeded::Time)),
+                None => ready.run().await,
+            };
+            settle(&settle_to, exit);
+        });
+        let process = Process::new(id, &name, status, task.abort_handle());
+        tracing::debug!(id, name = %name, "spawned");
+        Ok(process)
+    }
+
+    fn prepare(&self, loaded: &Loaded, config: CellConfig) -> Result<Ready, CellError> {
+        let inner = &self.inner;
+        match &loaded.program {
+            Program::Component(component) => {
+                let cached = lock(&inner.component_links).get(&loaded.hash).cloned();
+                let pre = match cached {
+                    Some(pre) => pre,
+                    None => {
+                        let pre = cell::link_component(
+                            self.engine(),
+                            &inner.components,
+                            component,
+                            config.name(),
+                        )?;
+                        lock(&inner.component_links).insert(loaded.hash, pre.clone());
+                        pre
+                    }
+                };
+                cell::prepare_component(self, pre, config)
+            }
+            Program::Module(module) => {
+                let cached = lock(&inner.module_links).get(&loaded.hash).cloned();
+                let pre = match cached {
+                    Some(pre) => pre,
+                    None => {
+                        let pre = cell::link_module(
+                            self.engine(),
+                            &inner.modules,
+                            module,
+                            config.name(),
+                        )?;
+                        lock(&inner.module_links).insert(loaded.hash, pre.clone());
+                        pre
+                    }
+                };
+                cell::prepare_module(self, pre, config)
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The maps are only inserted into: a panic elsewhere cannot leave them half-updated.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] on its own thread, so that even a cell
+/// spinning on the executor's thread is interrupted and yields.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> EpochTicker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let spawned = std::thread::Builder::new()
+            .name("ww-epoch".into())
+            .spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the epoch thread; busy cells will not yield: {e}");
+        }
+        EpochTicker { stop }
+    }
+
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
