@@ -15,5 +15,6 @@ wasmtime::component::bindgen!({
         "wasi:io": wasmtime_wasi::p2::bindings::io,
         "ww:host/executor.executor": crate::executor::host::ExecutorHandle,
         "ww:host/executor.process": crate::executor::host::ProcessHandle,
+        "ww:host/fd.grant": crate::caps::fd::FdHandle,
     },
 });

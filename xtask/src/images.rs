@@ -1,5 +1,6 @@
 //! `cargo xtask images`: builds every guest in `guests/` for `wasm32-wasip2` and installs it
-//! as `examples/images/<name>/bin/main.wasm`.
+//! as `examples/images/<name>/bin/main.wasm`, and the guests other images spawn as
+//! `examples/images/<image>/usr/lib/<guest>.wasm` (see [`LIBRARIES`]).
 //!
 //! The guests form their own workspace, built into `target/guests` so that they never share
 //! (or invalidate) the host's build. A `wasm32-wasip2` binary is already a component. An
@@ -15,6 +16,11 @@ use crate::util;
 
 /// The Rust target guests are built for.
 pub const TARGET: &str = "wasm32-wasip2";
+
+/// Guests installed into other images as child programs: `(guest, image)` puts the guest's
+/// component at `examples/images/<image>/usr/lib/<guest>.wasm` (ignored by git, as every
+/// `*.wasm` is).
+const LIBRARIES: &[(&str, &str)] = &[("child-echo", "pid0"), ("child-echo", "shell")];
 
 /// Builds the guests and installs the images.
 pub fn run() -> Result<()> {
@@ -38,26 +44,34 @@ pub fn run() -> Result<()> {
     util::run(&mut build).context("building the guests failed")?;
 
     let out_dir = target_dir.join(TARGET).join("release");
+    let images = root.join("examples").join("images");
+    let built = |name: &str| -> Result<Vec<u8>> {
+        let path = out_dir.join(format!("{name}.wasm"));
+        std::fs::read(&path)
+            .with_context(|| format!("cannot read the built guest {}", path.display()))
+    };
+    // What was already installed, by its path under examples/images/ (an entrypoint by its
+    // image's name alone).
     let mut unchanged = Vec::new();
-    for name in &guests {
-        let built = out_dir.join(format!("{name}.wasm"));
-        let bytes = std::fs::read(&built)
-            .with_context(|| format!("cannot read the built guest {}", built.display()))?;
-        let image = root
-            .join("examples")
-            .join("images")
-            .join(name)
-            .join("bin")
-            .join("main.wasm");
-        if util::write_if_changed(&image, &bytes)? {
-            println!(
-                "wrote {} ({} bytes)",
-                util::relative(&root, &image).display(),
-                bytes.len()
-            );
+    let mut install = |within: &str, bytes: &[u8]| -> Result<()> {
+        let dest = images.join(within);
+        if util::write_if_changed(&dest, bytes)? {
+            let shown = util::relative(&root, &dest).display().to_string();
+            println!("wrote {shown} ({} bytes)", bytes.len());
         } else {
-            unchanged.push(name.as_str());
+            let name = within.strip_suffix("/bin/main.wasm").unwrap_or(within);
+            unchanged.push(name.to_owned());
         }
+        Ok(())
+    };
+    for name in &guests {
+        install(&format!("{name}/bin/main.wasm"), &built(name)?)?;
+    }
+    for (guest, image) in LIBRARIES {
+        if !guests.iter().any(|name| name == guest) {
+            bail!("{image} needs the guest {guest}, which guests/ does not have");
+        }
+        install(&format!("{image}/usr/lib/{guest}.wasm"), &built(guest)?)?;
     }
     if !unchanged.is_empty() {
         println!("up to date: {}", unchanged.join(", "));

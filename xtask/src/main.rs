@@ -4,10 +4,12 @@
 //! cargo xtask images            build the guests into examples/images/<name>/bin/main.wasm
 //! cargo xtask codegen [--check] regenerate (or check) the Rust code for capnp/*.capnp
 //! cargo xtask test [-- ARGS]    run every test; ARGS go to `cargo test --workspace`
+//! cargo xtask bench             measure ww against wasmtime and cat; write BENCHMARKS.md
 //! ```
 //!
 //! `.cargo/config.toml` defines the `xtask` alias for `cargo run --package xtask --`.
 
+mod bench;
 mod codegen;
 mod images;
 mod test;
@@ -26,6 +28,8 @@ tasks:
                      with --check, only verify that the committed files are fresh
   test [-- ARGS]     run every test: install missing tools, images, codegen --check,
                      guest unit tests, then `cargo test --workspace ARGS`
+  bench              measure boot, spawn, throughput and memory against `wasmtime run`
+                     and `cat`, side by side, and write BENCHMARKS.md
   help               show this text
 ";
 
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
         ("codegen", []) => codegen::run(codegen::Mode::Write),
         ("codegen", ["--check"]) => codegen::run(codegen::Mode::Check),
         ("test", []) => test::run(&[]),
+        ("bench", []) => bench::run(),
         ("test", ["--", extra @ ..]) => test::run(extra),
         ("help" | "--help" | "-h", _) => {
             print!("{USAGE}");

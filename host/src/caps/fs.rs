@@ -231,7 +231,12 @@ impl Filesystem {
             }
             preopens.push(grant.clone());
         }
-        let root_granted = preopens.iter().any(|p| p.guest == "/");
+        // The root comes first, as `ww:host/cell.directories` promises.
+        if let Some(i) = preopens.iter().position(|p| p.guest == "/") {
+            let root = preopens.remove(i);
+            preopens.insert(0, root);
+        }
+        let root_granted = preopens.first().is_some_and(|p| p.guest == "/");
         if let (Some(root), false) = (image_root, root_granted) {
             preopens.insert(
                 0,

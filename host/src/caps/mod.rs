@@ -2,13 +2,15 @@
 //! holds.
 //!
 //! Each capability is one module: `cell` (what a cell knows of itself and its exact exit),
-//! `log` (guest logging into the host's tracing), `fs` (preopened directories). A new
+//! `log` (guest logging into the host's tracing), `fs` (preopened directories), `fd` (host
+//! file descriptors granted by name). A new
 //! capability is a new module plus one line in [`add_to_linker`].
 //!
-//! Architecture invariant: capabilities depend on nothing else in the host; cells depend on
-//! capabilities, never the reverse.
+//! Architecture invariant: capabilities depend on nothing else in the host but the fd model
+//! (`fds`); cells depend on capabilities, never the reverse.
 
 mod cell;
+pub mod fd;
 pub mod fs;
 mod log;
 

@@ -3,6 +3,7 @@
 //! Exit status: a cell's own exit code; 134 when it traps; 125 when `ww` itself fails (a bad
 //! flag, a missing image, a binary it cannot run), as `docker run` does.
 
+mod fd;
 mod logging;
 mod run;
 

@@ -5,11 +5,12 @@ use std::time::{Duration, Instant};
 
 use miette::{Diagnostic, Report};
 use ww::boot;
+use ww::caps::fd::FdGrants;
 use ww::caps::{CellInfo, DirGrant, Filesystem};
 use ww::executor::Executor;
 use ww::executor::cache::CompileCache;
 use ww::executor::cell::CellConfig;
-use ww::executor::limits::{DEFAULT_MAX_MEMORY, Limits};
+use ww::executor::limits::{DEFAULT_MAX_CHILDREN, DEFAULT_MAX_MEMORY, Limits};
 use ww::executor::process::Exit;
 use ww::image::Image;
 use ww::units;
@@ -44,6 +45,13 @@ pub struct RunArgs {
     /// children too, each bound by its parent's.
     #[arg(long, value_name = "N")]
     fuel: Option<u64>,
+
+    /// Cap how many children pid0 may have alive at once.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CHILDREN)]
+    max_children: u32,
+
+    #[command(flatten)]
+    fds: super::fd::FdArgs,
 
     /// Compile without the on-disk cache of compiled programs (see WW_CACHE_DIR).
     #[arg(long)]
@@ -102,8 +110,25 @@ fn environment(ww_env: Option<&str>, flags: &[String]) -> Result<Vec<(String, St
 
 /// Runs `ww run`, returning the cell's exit status.
 pub fn main(args: RunArgs) -> Result<u8, Report> {
+    // First, before the engine or the runtime open fds of their own: a grant names an fd by
+    // number, and only fds ww inherited may answer to it.
+    let plan = args.fds.plan()?;
+    for warning in plan.warnings() {
+        tracing::warn!("{warning}");
+    }
+    if args.fds.fd_verbose {
+        for line in plan.verbose_lines() {
+            eprintln!("{line}");
+        }
+    }
     let ww_env = std::env::var("WW_ENV").ok();
-    let env = environment(ww_env.as_deref(), &args.env)?;
+    let mut env = environment(ww_env.as_deref(), &args.env)?;
+    // The grants' variables describe what the cell holds, so they win over -e and WW_ENV.
+    for (key, value) in plan.env() {
+        env.retain(|(k, _)| *k != key);
+        env.push((key, value));
+    }
+    let fds = FdGrants::from_grants(plan.into_grants());
     let grants = args
         .dirs
         .iter()
@@ -136,12 +161,13 @@ pub fn main(args: RunArgs) -> Result<u8, Report> {
             max_memory: args.max_memory,
             deadline: args.timeout.map(|t| Instant::now() + t),
             fuel: args.fuel,
-            ..Limits::default()
+            max_children: args.max_children,
         };
         let config = CellConfig::new(CellInfo::new(image.name(), filesystem))
             .args(args.args)
             .env(env)
             .limits(limits)
+            .fds(fds)
             .executor(true);
         let pid0 = executor.spawn(&loaded, config)?;
         let services = match image.root() {

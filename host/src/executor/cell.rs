@@ -16,6 +16,7 @@ use super::Executor;
 use super::limits::{LimitExceeded, Limits, MemoryLimiter};
 use super::process::{Children, Exit};
 use super::stdio::Stdio;
+use crate::caps::fd::{FdGrants, FdView};
 use crate::caps::{self, CellInfo, DirGrantError};
 
 /// A cell that could not be started.
@@ -82,6 +83,7 @@ pub struct CellConfig {
     stdio: Stdio,
     limits: Limits,
     executor: bool,
+    fds: FdGrants,
 }
 
 impl CellConfig {
@@ -96,7 +98,14 @@ impl CellConfig {
             stdio: Stdio::host(),
             limits: Limits::default(),
             executor: false,
+            fds: FdGrants::default(),
         }
+    }
+
+    /// Sets the file descriptors the cell holds by name.
+    pub fn fds(mut self, fds: FdGrants) -> CellConfig {
+        self.fds = fds;
+        self
     }
 
     /// Appends arguments after `argv[0]`.
@@ -170,6 +179,7 @@ pub(crate) struct CellState {
     wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     pub(crate) info: CellInfo,
+    pub(crate) fds: FdGrants,
     limiter: MemoryLimiter,
     pub(crate) spawner: Spawner,
 }
@@ -194,6 +204,10 @@ pub(crate) fn component_linker(engine: &Engine) -> wasmtime::Result<ComponentLin
     let mut linker = ComponentLinker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     caps::add_to_linker(&mut linker, |state: &mut CellState| &mut state.info)?;
+    caps::fd::add_to_linker(&mut linker, |state: &mut CellState| FdView {
+        table: &mut state.table,
+        grants: &state.fds,
+    })?;
     super::host::add_to_linker(&mut linker)?;
     Ok(linker)
 }
@@ -217,9 +231,14 @@ fn configure<T: 'static>(
     limits: &Limits,
     fuel_metered: bool,
 ) -> wasmtime::Result<()> {
-    // Every tick of the epoch, a cell yields to the executor: a busy loop cannot starve
-    // other cells or the timer that enforces its own deadline.
-    store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+    // Every tick of the epoch, a cell yields to the executor, so a busy loop cannot starve
+    // other cells, and a busy cell past its deadline ends at once (a cell blocked in the
+    // host is ended by the executor's timer instead).
+    let deadline = limits.deadline;
+    store.epoch_deadline_callback(move |_| match deadline {
+        Some(deadline) if std::time::Instant::now() >= deadline => Err(LimitExceeded::Time.into()),
+        _ => Ok(UpdateDeadline::Yield(1)),
+    });
     store.set_epoch_deadline(1);
     if fuel_metered {
         store.set_fuel(limits.fuel.unwrap_or(u64::MAX))?;
@@ -246,6 +265,7 @@ pub(crate) fn prepare_component(
             children: Children::default(),
         },
         info: config.info,
+        fds: config.fds,
     };
     let mut store = Store::new(executor.engine(), state);
     store.limiter(|state| &mut state.limiter);
@@ -458,7 +478,8 @@ fn link_error(
 fn unsatisfied_import(error: &wasmtime::Error) -> Option<String> {
     let text = error.to_string();
     let rest = text.strip_prefix("component imports ")?;
-    if !text.contains("a matching implementation was not found") {
+    // The same message heads a type mismatch; only an absent definition is "missing".
+    if !format!("{error:#}").contains("implementation is missing") {
         return None;
     }
     let start = rest.find('`')? + 1;

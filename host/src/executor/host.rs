@@ -2,8 +2,8 @@
 //!
 //! [`ExecutorView::spawn`] is the one place a spawn request is checked against what the
 //! spawner holds: its executor, its live-children cap, its limits (a child's may only be
-//! tighter), its directories (a child gets a subset, optionally narrowed to read-only) and
-//! the size cap on programs.
+//! tighter), its directories (a child gets a subset, optionally narrowed to read-only), its
+//! fd grants (likewise) and the size cap on programs.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ use super::limits::{LimitExceeded, LimitRequest, MAX_PROGRAM_BYTES};
 use super::process::{Exit, Process};
 use super::stdio::{ParentEnds, Request};
 use crate::bindings::ww::host::executor as wit;
+use crate::caps::fd::{FdGrants, FdPassError, mode_from_wit};
 use crate::caps::{CellInfo, DirGrantError, Filesystem, ReadError};
 
 /// The resource behind a guest's `executor` handle. The power itself is the spawner's grant
@@ -39,6 +40,7 @@ impl Pollable for ProcessHandle {
 pub(crate) struct ExecutorView<'a> {
     table: &'a mut ResourceTable,
     info: &'a CellInfo,
+    fds: &'a FdGrants,
     spawner: &'a mut Spawner,
 }
 
@@ -53,6 +55,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<CellState>) -> wasmtime::Result<
     wit::add_to_linker::<CellState, ExecutorData>(linker, |state| ExecutorView {
         table: &mut state.table,
         info: &state.info,
+        fds: &state.fds,
         spawner: &mut state.spawner,
     })
 }
@@ -132,6 +135,18 @@ impl ExecutorView<'_> {
             })?;
         let filesystem = Filesystem::new(None, &grants).map_err(|e| E::Invalid(e.to_string()))?;
 
+        let passes = options.fds.iter().map(|p| {
+            (
+                p.name.as_str(),
+                p.child_name.as_deref(),
+                p.mode.map(mode_from_wit),
+            )
+        });
+        let fds = self.fds.attenuate(passes).map_err(|e| match e {
+            FdPassError::Duplicate(_) => E::Invalid(e.to_string()),
+            other => E::NotPermitted(other.to_string()),
+        })?;
+
         let (origin, bytes) = match program {
             wit::Program::Bytes(bytes) => {
                 if bytes.len() as u64 > MAX_PROGRAM_BYTES {
@@ -167,6 +182,7 @@ impl ExecutorView<'_> {
             .env(options.env)
             .stdio(stdio)
             .limits(limits)
+            .fds(fds)
             .executor(options.executor);
         let process = executor
             .spawn(&loaded, config)

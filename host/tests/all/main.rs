@@ -3,6 +3,8 @@
 
 mod boot;
 mod errors;
+mod executor;
+mod fds;
 mod fs;
 mod layers;
 mod limits;

@@ -1,0 +1,436 @@
+//! `cargo xtask bench`: measures ww against the reference tools, side by side in one run,
+//! and writes BENCHMARKS.md.
+//!
+//! Every figure is measured on the release `ww` binary, on this machine, in this run:
+//!
+//! - boot: `ww run` of the `hello` image against `wasmtime run` of the same component, both
+//!   with warm compile caches, interleaved, median of many runs;
+//! - spawn: the `testbed bench-spawn` guest times request → first byte from the child's
+//!   `main` and request → exit observed, for many children in a row;
+//! - throughput: bytes through `child-echo` against native `cat`, both between two pipes
+//!   driven by this harness;
+//! - memory: the host's resident memory with 1,000 idle children alive, against none.
+//!
+//! `wasmtime` (the CLI, same version as ww's wasmtime) is installed under
+//! `target/bench-tools/` with `cargo install` when missing.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{images, util};
+
+/// The wasmtime CLI version compared against: the one ww embeds.
+const WASMTIME_VERSION: &str = "48.0.8";
+/// Runs of each command in the boot comparison (after warm-up).
+const BOOT_RUNS: usize = 60;
+/// Children spawned one after another in the spawn benchmark.
+const SPAWNS: usize = 2000;
+/// Bytes pushed through each pipe in the throughput benchmark.
+const THROUGHPUT_BYTES: u64 = 512 << 20;
+/// Idle children kept alive in the memory benchmark.
+const IDLE_CHILDREN: usize = 1000;
+
+/// One measured line of BENCHMARKS.md.
+struct Row {
+    metric: &'static str,
+    ww: String,
+    reference: String,
+    ratio: String,
+    target: &'static str,
+    met: bool,
+}
+
+/// Runs every benchmark and writes BENCHMARKS.md.
+pub fn run() -> Result<()> {
+    let root = util::root()?;
+    println!("==> building the release ww and the images");
+    util::run(Command::new(util::cargo()).current_dir(&root).args([
+        "build",
+        "--release",
+        "-p",
+        "ww",
+    ]))?;
+    images::run()?;
+    let ww = root.join("target/release/ww");
+    let wasmtime = ensure_wasmtime(&root)?;
+    let images = root.join("examples/images");
+    // A private compile cache, warmed by the first runs, so the figures do not depend on
+    // what the user's cache holds.
+    let cache = root.join("target/bench-cache");
+
+    let mut rows = Vec::new();
+    println!("==> boot");
+    rows.push(boot(&ww, &wasmtime, &images.join("hello"), &cache)?);
+    println!("==> spawn");
+    rows.extend(spawn(&ww, &images.join("testbed"), &cache)?);
+    println!("==> throughput");
+    rows.push(throughput(&ww, &images.join("child-echo"), &cache)?);
+    println!("==> memory per idle child");
+    rows.push(idle_memory(&ww, &images.join("testbed"), &cache)?);
+
+    let report = render(&rows, &wasmtime)?;
+    let path = root.join("BENCHMARKS.md");
+    std::fs::write(&path, &report).with_context(|| format!("cannot write {}", path.display()))?;
+    println!("\n{report}");
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+/// The wasmtime CLI of [`WASMTIME_VERSION`], installed under target/bench-tools if missing.
+fn ensure_wasmtime(root: &Path) -> Result<PathBuf> {
+    let tools = root.join("target/bench-tools");
+    let bin = tools.join("bin/wasmtime");
+    let version = Command::new(&bin).arg("--version").output();
+    if let Ok(out) = version
+        && String::from_utf8_lossy(&out.stdout).contains(WASMTIME_VERSION)
+    {
+        return Ok(bin);
+    }
+    println!("==> installing wasmtime-cli {WASMTIME_VERSION} for the comparison (several minutes)");
+    util::run(
+        Command::new(util::cargo())
+            .args([
+                "install",
+                "wasmtime-cli",
+                "--locked",
+                "--version",
+                WASMTIME_VERSION,
+                "--root",
+            ])
+            .arg(&tools),
+    )?;
+    Ok(bin)
+}
+
+fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+/// Runs `cmd` to completion with no stdin and stdout discarded; its wall time.
+fn time_run(cmd: &mut Command) -> Result<Duration> {
+    let started = Instant::now();
+    let status = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .status()
+        .with_context(|| format!("cannot start `{}`", util::display(cmd)))?;
+    let elapsed = started.elapsed();
+    if !status.success() {
+        bail!("`{}` failed ({status})", util::display(cmd));
+    }
+    Ok(elapsed)
+}
+
+fn boot(ww: &Path, wasmtime: &Path, image: &Path, cache: &Path) -> Result<Row> {
+    let wasm = image.join("bin/main.wasm");
+    let ww_cmd = || {
+        let mut cmd = Command::new(ww);
+        cmd.env("WW_CACHE_DIR", cache).arg("run").arg(image);
+        cmd
+    };
+    let wasmtime_cmd = || {
+        let mut cmd = Command::new(wasmtime);
+        cmd.args(["run", "-C", "cache=y"]).arg(&wasm);
+        cmd
+    };
+    for _ in 0..3 {
+        time_run(&mut ww_cmd())?;
+        time_run(&mut wasmtime_cmd())?;
+    }
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..BOOT_RUNS {
+        ours.push(time_run(&mut ww_cmd())?);
+        theirs.push(time_run(&mut wasmtime_cmd())?);
+    }
+    let (ours, theirs) = (median(&mut ours), median(&mut theirs));
+    let ratio = ours.as_secs_f64() / theirs.as_secs_f64();
+    Ok(Row {
+        metric: "boot: `ww run hello` vs `wasmtime run -C cache=y hello.wasm`, median wall time",
+        ww: format!("{:.2} ms", ours.as_secs_f64() * 1e3),
+        reference: format!("{:.2} ms", theirs.as_secs_f64() * 1e3),
+        ratio: format!("{ratio:.2}"),
+        target: "ratio ≤ 1.0",
+        met: ratio <= 1.0,
+    })
+}
+
+/// The `key=value` pairs of the line of `text` that starts with `prefix`.
+fn fields(text: &str, prefix: &str) -> Result<Vec<(String, f64)>> {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .with_context(|| format!("no `{prefix}` line in:\n{text}"))?;
+    line[prefix.len()..]
+        .split_whitespace()
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .with_context(|| format!("bad field `{kv}`"))?;
+            Ok((
+                k.to_owned(),
+                v.parse().with_context(|| format!("bad number in `{kv}`"))?,
+            ))
+        })
+        .collect()
+}
+
+fn field(fields: &[(String, f64)], key: &str) -> Result<f64> {
+    fields
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| *v)
+        .with_context(|| format!("missing field `{key}`"))
+}
+
+fn spawn(ww: &Path, testbed: &Path, cache: &Path) -> Result<Vec<Row>> {
+    let output = Command::new(ww)
+        .env("WW_CACHE_DIR", cache)
+        .args(["run", "--max-children", "4096"])
+        .arg(testbed)
+        .args(["bench-spawn", &SPAWNS.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run the spawn benchmark")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "spawn benchmark failed ({}): {text}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let f = fields(&text, "bench-spawn ")?;
+    let main_p50 = field(&f, "main_p50_us")?;
+    let main_p99 = field(&f, "main_p99_us")?;
+    let exit_p50 = field(&f, "exit_p50_us")?;
+    let exit_p99 = field(&f, "exit_p99_us")?;
+    let per_sec = field(&f, "spawns_per_sec")?;
+    Ok(vec![
+        Row {
+            metric: "spawn: request → child's `main` (first byte read), p50 / p99",
+            ww: format!("{main_p50:.0} µs / {main_p99:.0} µs"),
+            reference: "—".into(),
+            ratio: "—".into(),
+            target: "p50 ≤ 50 µs",
+            met: main_p50 <= 50.0,
+        },
+        Row {
+            metric: "spawn: request → exit observed by the parent, p50 / p99",
+            ww: format!("{exit_p50:.0} µs / {exit_p99:.0} µs"),
+            reference: "—".into(),
+            ratio: "—".into(),
+            target: "(recorded)",
+            met: true,
+        },
+        Row {
+            metric: "spawn: spawn + wait, one after another",
+            ww: format!("{per_sec:.0} spawns/s"),
+            reference: "—".into(),
+            ratio: "—".into(),
+            target: "≥ 20,000 spawns/s",
+            met: per_sec >= 20_000.0,
+        },
+    ])
+}
+
+/// Bytes per second through `cmd`, fed and drained over pipes by this process.
+fn pipe_rate(cmd: &mut Command) -> Result<f64> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot start `{}`", util::display(cmd)))?;
+    let mut stdin = child.stdin.take().context("no stdin")?;
+    let mut stdout = child.stdout.take().context("no stdout")?;
+    let started = Instant::now();
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        let block = vec![b'w'; 64 * 1024];
+        let mut left = THROUGHPUT_BYTES;
+        while left > 0 {
+            let n = left.min(block.len() as u64) as usize;
+            stdin.write_all(&block[..n])?;
+            left -= n as u64;
+        }
+        Ok(())
+    });
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = stdout.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    let elapsed = started.elapsed();
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the writer thread panicked"))??;
+    let status = child.wait()?;
+    if !status.success() || total != THROUGHPUT_BYTES {
+        bail!(
+            "`{}` moved {total} of {THROUGHPUT_BYTES} bytes ({status})",
+            util::display(cmd)
+        );
+    }
+    Ok(total as f64 / elapsed.as_secs_f64())
+}
+
+fn throughput(ww: &Path, child_echo: &Path, cache: &Path) -> Result<Row> {
+    let ww_cmd = || {
+        let mut cmd = Command::new(ww);
+        cmd.env("WW_CACHE_DIR", cache).arg("run").arg(child_echo);
+        cmd
+    };
+    pipe_rate(&mut ww_cmd())?;
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for _ in 0..3 {
+        ours.push(pipe_rate(&mut ww_cmd())?);
+        theirs.push(pipe_rate(&mut Command::new("cat"))?);
+    }
+    let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    let (ours, theirs) = (best(&ours), best(&theirs));
+    let ratio = ours / theirs;
+    Ok(Row {
+        metric: "throughput: 512 MiB through `child-echo` vs `cat`, pipe to pipe (best of 3)",
+        ww: format!("{:.0} MiB/s", ours / (1 << 20) as f64),
+        reference: format!("{:.0} MiB/s", theirs / (1 << 20) as f64),
+        ratio: format!("{ratio:.2}"),
+        target: "ratio ≥ 0.5",
+        met: ratio >= 0.5,
+    })
+}
+
+/// The resident memory of `pid`, in KiB.
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS in /proc/<pid>/status")
+}
+
+/// The resident memory of `ww` holding `children` idle children.
+fn rss_with_children(ww: &Path, testbed: &Path, cache: &Path, children: usize) -> Result<u64> {
+    let mut child = Command::new(ww)
+        .env("WW_CACHE_DIR", cache)
+        .args(["run", "--max-children", "4096"])
+        .arg(testbed)
+        .args(["idle", &children.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start the idle benchmark")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = format!("ready {children}");
+    loop {
+        match lines.next() {
+            Some(line) => {
+                if line? == ready {
+                    break;
+                }
+            }
+            None => bail!("the idle benchmark ended before `{ready}`"),
+        }
+    }
+    // Let the children settle into their blocking read.
+    std::thread::sleep(Duration::from_millis(500));
+    let rss = rss_kib(child.id())?;
+    drop(child.stdin.take());
+    child.wait()?;
+    Ok(rss)
+}
+
+fn idle_memory(ww: &Path, testbed: &Path, cache: &Path) -> Result<Row> {
+    let base = rss_with_children(ww, testbed, cache, 0)?;
+    let loaded = rss_with_children(ww, testbed, cache, IDLE_CHILDREN)?;
+    let per_child = loaded.saturating_sub(base) as f64 / IDLE_CHILDREN as f64;
+    Ok(Row {
+        metric: "memory: host RSS per idle child, 1,000 children alive",
+        ww: format!("{per_child:.0} KiB"),
+        reference: format!("{base} KiB with none, {loaded} KiB with 1,000"),
+        ratio: "—".into(),
+        target: "≤ 200 KiB",
+        met: per_child <= 200.0,
+    })
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map(|kib| format!("{} GiB", kib >> 20))
+        .unwrap_or_else(|| "unknown memory".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    format!("{cpu}, {cores} cores, {mem}, Linux {kernel}")
+}
+
+fn today() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn render(rows: &[Row], wasmtime: &Path) -> Result<String> {
+    let wasmtime_version = Command::new(wasmtime)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let mut out = String::new();
+    out.push_str("# Benchmarks\n\n");
+    out.push_str("Written by `cargo xtask bench` (xtask/src/bench.rs); run it to reproduce. ");
+    out.push_str(
+        "Every figure comes from one run, with the reference tool measured side by side.\n\n",
+    );
+    out.push_str(&format!("- Date: {}\n", today()));
+    out.push_str(&format!("- Machine: {}\n", machine()));
+    out.push_str(&format!("- Reference: {wasmtime_version}, GNU `cat`\n"));
+    out.push_str("- ww: release build, compile cache warm\n\n");
+    out.push_str("| measure | ww | reference | ratio | target | met |\n");
+    out.push_str("|---|---|---|---|---|---|\n");
+    for r in rows {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            r.metric,
+            r.ww,
+            r.reference,
+            r.ratio,
+            r.target,
+            if r.met { "yes" } else { "no" }
+        ));
+    }
+    Ok(out)
+}
