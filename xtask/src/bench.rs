@@ -64,7 +64,7 @@ pub fn run() -> Result<()> {
 
     let mut rows = Vec::new();
     println!("==> boot");
-    rows.push(boot(&ww, &wasmtime, &images.join("hello"), &cache)?);
+    rows.extend(boot(&ww, &wasmtime, &images.join("hello"), &cache)?);
     println!("==> spawn");
     rows.extend(spawn(&ww, &images.join("testbed"), &cache)?);
     println!("==> throughput");
@@ -127,13 +127,15 @@ fn time_run(cmd: &mut Command) -> Result<Duration> {
     Ok(elapsed)
 }
 
-fn boot(ww: &Path, wasmtime: &Path, image: &Path, cache: &Path) -> Result<Row> {
+fn boot(ww: &Path, wasmtime: &Path, image: &Path, cache: &Path) -> Result<Vec<Row>> {
     let wasm = image.join("bin/main.wasm");
-    let ww_cmd = || {
+    // `run` flags go before IMAGE: everything after it is the cell's.
+    let ww_with = |flags: &[&str]| {
         let mut cmd = Command::new(ww);
-        cmd.env("WW_CACHE_DIR", cache).arg("run").arg(image);
+        cmd.env("WW_CACHE_DIR", cache).arg("run").args(flags).arg(image);
         cmd
     };
+    let ww_cmd = || ww_with(&[]);
     let wasmtime_cmd = || {
         let mut cmd = Command::new(wasmtime);
         cmd.args(["run", "-C", "cache=y"]).arg(&wasm);
@@ -150,14 +152,29 @@ fn boot(ww: &Path, wasmtime: &Path, image: &Path, cache: &Path) -> Result<Row> {
     }
     let (ours, theirs) = (median(&mut ours), median(&mut theirs));
     let ratio = ours.as_secs_f64() / theirs.as_secs_f64();
-    Ok(Row {
-        metric: "boot: `ww run hello` vs `wasmtime run -C cache=y hello.wasm`, median wall time",
-        ww: format!("{:.2} ms", ours.as_secs_f64() * 1e3),
-        reference: format!("{:.2} ms", theirs.as_secs_f64() * 1e3),
-        ratio: format!("{ratio:.2}"),
-        target: "ratio ≤ 1.0",
-        met: ratio <= 1.0,
-    })
+    let mut cold = Vec::new();
+    for _ in 0..10 {
+        cold.push(time_run(&mut ww_with(&["--no-cache"]))?);
+    }
+    let cold = median(&mut cold);
+    Ok(vec![
+        Row {
+            metric: "boot: `ww run hello` vs `wasmtime run -C cache=y hello.wasm`, median wall time",
+            ww: format!("{:.2} ms", ours.as_secs_f64() * 1e3),
+            reference: format!("{:.2} ms", theirs.as_secs_f64() * 1e3),
+            ratio: format!("{ratio:.2}"),
+            target: "ratio ≤ 1.0",
+            met: ratio <= 1.0,
+        },
+        Row {
+            metric: "boot without the compile cache (`ww run --no-cache hello`) vs with it",
+            ww: format!("{:.2} ms", cold.as_secs_f64() * 1e3),
+            reference: format!("{:.2} ms warm", ours.as_secs_f64() * 1e3),
+            ratio: format!("{:.1}", cold.as_secs_f64() / ours.as_secs_f64()),
+            target: "(a warm run compiles nothing)",
+            met: ours < cold,
+        },
+    ])
 }
 
 /// The `key=value` pairs of the line of `text` that starts with `prefix`.
@@ -432,5 +449,30 @@ fn render(rows: &[Row], wasmtime: &Path) -> Result<String> {
             if r.met { "yes" } else { "no" }
         ));
     }
+    out.push_str(NOTES);
     Ok(out)
 }
+
+/// What the figures mean and what holds them where they are; kept with the code that
+/// measures them.
+const NOTES: &str = "
+## Notes
+
+- **boot** times the whole `ww run` process (parse flags, load the image, map the cached
+  compiled component, instantiate, run, exit) against the whole `wasmtime run` process with
+  its compile cache on. ww maps its cached artifact directly (`deserialize_file`); wasmtime's
+  cache stores compressed artifacts that it decompresses at every start.
+- **spawn** is measured inside a cell (`testbed bench-spawn`): the time from `spawn` to the
+  first byte the child writes from its `main`, read through a pipe, and to `wait` returning.
+  The program is spawned by path: after the first spawn the executor recognises the file by
+  device, inode, size and times and neither reads nor hashes it again, and the link
+  (`InstancePre`) is cached by content hash. Spawning from bytes costs more (about 3× here):
+  the bytes cross into the host and are hashed (SHA-256) every time.
+- **throughput** pushes 512 MiB through `ww run child-echo` and through `cat`, both with this
+  harness writing the input pipe and draining the output pipe. Host stdin is read ahead in
+  64 KiB chunks on tokio's blocking pool while the cell consumes earlier ones.
+- **memory** is the growth of `ww`'s resident set with 1,000 children blocked reading
+  their stdin, divided by 1,000. Instances use wasmtime's on-demand allocator with
+  copy-on-write memory images; the pooling allocator was not needed for these targets and
+  would reserve address space per slot up front.
+";

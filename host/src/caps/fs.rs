@@ -164,6 +164,54 @@ pub enum ReadError {
     Io(String),
 }
 
+/// Identifies a file's content by where it is and when it last changed: device, inode,
+/// size, modification and status-change times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+/// A program file opened in a cell's filesystem, not yet read.
+#[derive(Debug)]
+pub struct ProgramFile {
+    file: cap_std::fs::File,
+    path: String,
+    max: u64,
+    identity: FileIdentity,
+}
+
+impl ProgramFile {
+    /// What identifies its content.
+    pub fn identity(&self) -> FileIdentity {
+        self.identity
+    }
+
+    /// Its bytes (at most the cap it was opened with).
+    pub fn read(self) -> Result<Vec<u8>, ReadError> {
+        use std::io::Read as _;
+        let mut bytes = Vec::with_capacity(self.identity.len as usize);
+        self.file
+            .take(self.max + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| io_error(&self.path, e))?;
+        if bytes.len() as u64 > self.max {
+            return Err(ReadError::TooLarge(bytes.len() as u64));
+        }
+        Ok(bytes)
+    }
+}
+
+fn io_error(guest_path: &str, e: std::io::Error) -> ReadError {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => ReadError::NotFound(guest_path.to_owned()),
+        _ => ReadError::Io(format!("{guest_path}: {e}")),
+    }
+}
+
 /// `path` relative to the directory `dir` (both normalized), if it is inside it.
 fn relative_to<'a>(path: &'a str, dir: &str) -> Option<&'a str> {
     if dir == "/" {
@@ -283,11 +331,9 @@ impl Filesystem {
             .collect()
     }
 
-    /// Reads the file at `guest_path` as the cell would, refusing one larger than `max`
-    /// bytes. The file is opened through the directory that holds it (cap-std), so `..` and
-    /// symlinks cannot lead outside what the cell holds.
-    pub fn read(&self, guest_path: &str, max: u64) -> Result<Vec<u8>, ReadError> {
-        use std::io::Read as _;
+    /// Opens the file at `guest_path` as the cell would: through the directory that holds
+    /// it (cap-std), so `..` and symlinks cannot lead outside what the cell holds.
+    fn open(&self, guest_path: &str) -> Result<cap_std::fs::File, ReadError> {
         let not_found = || ReadError::NotFound(guest_path.to_owned());
         let path = normalize_guest(guest_path).ok_or_else(not_found)?;
         let (dir, rel) = self
@@ -299,24 +345,45 @@ impl Filesystem {
         if rel.is_empty() {
             return Err(ReadError::Io(format!("{guest_path} is a directory")));
         }
-        let io = |e: std::io::Error| match e.kind() {
-            std::io::ErrorKind::NotFound => not_found(),
-            _ => ReadError::Io(format!("{guest_path}: {e}")),
-        };
+        let io = |e: std::io::Error| io_error(guest_path, e);
         // The one ambient step: opening a directory the cell was granted.
         let root = cap_std::fs::Dir::open_ambient_dir(&dir.host, cap_std::ambient_authority())
             .map_err(io)?;
         let file = root.open(rel).map_err(io)?;
-        let len = file.metadata().map_err(io)?.len();
-        if len > max {
-            return Err(ReadError::TooLarge(len));
+        if file.metadata().map_err(io)?.is_dir() {
+            return Err(ReadError::Io(format!("{guest_path} is a directory")));
         }
-        let mut bytes = Vec::with_capacity(len as usize);
-        file.take(max + 1).read_to_end(&mut bytes).map_err(io)?;
-        if bytes.len() as u64 > max {
-            return Err(ReadError::TooLarge(bytes.len() as u64));
+        Ok(file)
+    }
+
+    /// Opens the program at `guest_path`, refusing a file larger than `max` bytes. Its
+    /// identity comes from the same open file its bytes will be read from, so the two always
+    /// agree.
+    pub fn program(&self, guest_path: &str, max: u64) -> Result<ProgramFile, ReadError> {
+        use cap_std::fs::MetadataExt as _;
+        let file = self.open(guest_path)?;
+        let meta = file.metadata().map_err(|e| io_error(guest_path, e))?;
+        if meta.len() > max {
+            return Err(ReadError::TooLarge(meta.len()));
         }
-        Ok(bytes)
+        Ok(ProgramFile {
+            file,
+            path: guest_path.to_owned(),
+            max,
+            identity: FileIdentity {
+                dev: meta.dev(),
+                ino: meta.ino(),
+                len: meta.len(),
+                mtime: (meta.mtime(), meta.mtime_nsec()),
+                ctime: (meta.ctime(), meta.ctime_nsec()),
+            },
+        })
+    }
+
+    /// Reads the file at `guest_path` as the cell would, refusing one larger than `max`
+    /// bytes.
+    pub fn read(&self, guest_path: &str, max: u64) -> Result<Vec<u8>, ReadError> {
+        self.program(guest_path, max)?.read()
     }
 
     /// Preopens every directory in `builder` with the permissions it was granted.
@@ -477,6 +544,16 @@ mod tests {
             "a symlink out of the root must not be followed"
         );
         assert!(fs.read("/data", 100).is_err());
+        assert!(
+            fs.read("/usr", 100).is_err(),
+            "a directory is not a program"
+        );
+        let id = |p: &str| fs.program(p, 100).unwrap().identity();
+        let before = id("/data/x.wasm");
+        assert_eq!(before, id("/data/x.wasm"));
+        assert_ne!(before, id("/usr/lib/x.wasm"));
+        std::fs::write(data.path().join("x.wasm"), b"changed").unwrap();
+        assert_ne!(before, id("/data/x.wasm"), "a rewrite changes the identity");
         let none = Filesystem::new(None, &[]).unwrap();
         assert!(matches!(none.read("/x", 100), Err(ReadError::NotFound(_))));
     }

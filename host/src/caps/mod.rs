@@ -18,7 +18,7 @@ use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::ww::host::{cell as cell_wit, log as log_wit};
 
-pub use self::fs::{DirGrant, DirGrantError, Filesystem, ReadError};
+pub use self::fs::{DirGrant, DirGrantError, FileIdentity, Filesystem, ProgramFile, ReadError};
 
 /// What the host knows about one cell, and serves it through the `ww:host` interfaces.
 #[derive(Debug, Clone)]

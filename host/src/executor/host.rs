@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, DynPollable, Pollable};
 
+use super::LoadError;
 use super::cell::{CellConfig, CellState, Spawner};
 use super::limits::{LimitExceeded, LimitRequest, MAX_PROGRAM_BYTES};
 use super::process::{Exit, Process};
@@ -97,99 +98,114 @@ impl ExecutorView<'_> {
         program: wit::Program,
         options: wit::SpawnOptions,
     ) -> Result<ProcessHandle, wit::SpawnError> {
-        use wit::SpawnError as E;
-        let executor = self
-            .spawner
-            .executor
-            .clone()
-            .ok_or_else(|| E::NotPermitted("this cell holds no executor".into()))?;
-
-        let max = self.spawner.limits.max_children;
-        if self.spawner.children.live() >= max as usize {
-            return Err(E::TooManyChildren(max));
-        }
-
-        let request = LimitRequest {
-            max_memory: options.limits.max_memory,
-            timeout: options.limits.timeout_ms.map(Duration::from_millis),
-            fuel: options.limits.fuel,
-            max_children: options.limits.max_children,
-        };
-        let limits = self
-            .spawner
-            .limits
-            .tighten(&request, Instant::now())
-            .map_err(|e| E::NotPermitted(e.to_string()))?;
-
-        let requests = options
-            .directories
-            .iter()
-            .map(|d| (d.path.as_str(), d.at.as_deref(), d.read_only));
-        let grants = self
-            .info
-            .filesystem()
-            .attenuate(requests)
-            .map_err(|e| match e {
-                DirGrantError::NotHeld { .. } => E::NotPermitted(e.to_string()),
-                other => E::Invalid(other.to_string()),
-            })?;
-        let filesystem = Filesystem::new(None, &grants).map_err(|e| E::Invalid(e.to_string()))?;
-
-        let passes = options.fds.iter().map(|p| {
-            (
-                p.name.as_str(),
-                p.child_name.as_deref(),
-                p.mode.map(mode_from_wit),
-            )
-        });
-        let fds = self.fds.attenuate(passes).map_err(|e| match e {
-            FdPassError::Duplicate(_) => E::Invalid(e.to_string()),
-            other => E::NotPermitted(other.to_string()),
-        })?;
-
-        let (origin, bytes) = match program {
-            wit::Program::Bytes(bytes) => {
-                if bytes.len() as u64 > MAX_PROGRAM_BYTES {
-                    return Err(E::TooLarge(bytes.len() as u64));
-                }
-                ("<bytes>".to_owned(), bytes)
-            }
-            wit::Program::Path(path) => {
-                let bytes = self
-                    .info
-                    .filesystem()
-                    .read(&path, MAX_PROGRAM_BYTES)
-                    .map_err(|e| match e {
-                        ReadError::NotFound(p) => E::NotFound(p),
-                        ReadError::TooLarge(n) => E::TooLarge(n),
-                        ReadError::Io(message) => E::Invalid(message),
-                    })?;
-                (path, bytes)
-            }
-        };
-        let loaded = executor
-            .load(Path::new(&origin), &bytes)
-            .map_err(|e| E::Invalid(e.to_string()))?;
-
-        let name = options.name.unwrap_or_else(|| program_name(&origin));
-        let (stdio, ends) = self.spawner.stdio.for_child(
-            request_of(options.stdin),
-            request_of(options.stdout),
-            request_of(options.stderr),
-        );
-        let config = CellConfig::new(CellInfo::new(name, filesystem))
-            .args(options.args)
-            .env(options.env)
-            .stdio(stdio)
-            .limits(limits)
-            .fds(fds)
-            .executor(options.executor);
-        let process = executor
-            .spawn(&loaded, config)
-            .map_err(|e| E::Invalid(e.to_string()))?;
-        self.spawner.children.push(process.clone());
+        let (process, ends) = spawn_child(self.spawner, self.info, self.fds, program, options)?;
         Ok(ProcessHandle { process, ends })
     }
+}
+
+/// Spawns a child of the cell whose spawner, identity and fd grants are given: the one
+/// place a spawn request is checked against what the spawner holds, for `ww:host/executor`
+/// and for the Cap'n Proto `Executor` (`crate::rpc`) alike. The child is recorded among the
+/// spawner's children; the caller gets the process and the spawner's ends of its pipes.
+pub(crate) fn spawn_child(
+    spawner: &mut Spawner,
+    info: &CellInfo,
+    fds: &FdGrants,
+    program: wit::Program,
+    options: wit::SpawnOptions,
+) -> Result<(Process, ParentEnds), wit::SpawnError> {
+    use wit::SpawnError as E;
+    let executor = spawner
+        .executor
+        .clone()
+        .ok_or_else(|| E::NotPermitted("this cell holds no executor".into()))?;
+
+    let max = spawner.limits.max_children;
+    if spawner.children.live() >= max as usize {
+        return Err(E::TooManyChildren(max));
+    }
+
+    let request = LimitRequest {
+        max_memory: options.limits.max_memory,
+        timeout: options.limits.timeout_ms.map(Duration::from_millis),
+        fuel: options.limits.fuel,
+        max_children: options.limits.max_children,
+    };
+    let limits = spawner
+        .limits
+        .tighten(&request, Instant::now())
+        .map_err(|e| E::NotPermitted(e.to_string()))?;
+
+    let requests = options
+        .directories
+        .iter()
+        .map(|d| (d.path.as_str(), d.at.as_deref(), d.read_only));
+    let grants = info.filesystem().attenuate(requests).map_err(|e| match e {
+        DirGrantError::NotHeld { .. } => E::NotPermitted(e.to_string()),
+        other => E::Invalid(other.to_string()),
+    })?;
+    let filesystem = Filesystem::new(None, &grants).map_err(|e| E::Invalid(e.to_string()))?;
+
+    let passes = options.fds.iter().map(|p| {
+        (
+            p.name.as_str(),
+            p.child_name.as_deref(),
+            p.mode.map(mode_from_wit),
+        )
+    });
+    let fds = fds.attenuate(passes).map_err(|e| match e {
+        FdPassError::Duplicate(_) => E::Invalid(e.to_string()),
+        other => E::NotPermitted(other.to_string()),
+    })?;
+
+    let read_error = |e: ReadError| match e {
+        ReadError::NotFound(p) => E::NotFound(p),
+        ReadError::TooLarge(n) => E::TooLarge(n),
+        ReadError::Io(message) => E::Invalid(message),
+    };
+    let (origin, loaded) = match program {
+        wit::Program::Bytes(bytes) => {
+            if bytes.len() as u64 > MAX_PROGRAM_BYTES {
+                return Err(E::TooLarge(bytes.len() as u64));
+            }
+            let loaded = executor
+                .load(Path::new("<bytes>"), &bytes)
+                .map_err(|e| E::Invalid(e.to_string()))?;
+            ("<bytes>".to_owned(), loaded)
+        }
+        wit::Program::Path(path) => {
+            let file = info
+                .filesystem()
+                .program(&path, MAX_PROGRAM_BYTES)
+                .map_err(read_error)?;
+            let loaded = executor
+                .load_file(Path::new(&path), file)
+                .map_err(|e| match e {
+                    LoadError::Read(e) => read_error(e),
+                    LoadError::Wasm(e) => E::Invalid(e.to_string()),
+                })?;
+            (path, loaded)
+        }
+    };
+
+    let name = options.name.unwrap_or_else(|| program_name(&origin));
+    let (stdio, ends) = spawner.stdio.for_child(
+        request_of(options.stdin),
+        request_of(options.stdout),
+        request_of(options.stderr),
+    );
+    let config = CellConfig::new(CellInfo::new(name, filesystem))
+        .args(options.args)
+        .env(options.env)
+        .stdio(stdio)
+        .limits(limits)
+        .fds(fds)
+        .executor(options.executor);
+    let process = executor
+        .spawn(&loaded, config)
+        .map_err(|e| E::Invalid(e.to_string()))?;
+    spawner.children.push(process.clone());
+    Ok((process, ends))
 }
 
 fn request_of(stdio: wit::Stdio) -> Request {

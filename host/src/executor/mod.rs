@@ -34,6 +34,7 @@ use self::cache::{CompileCache, ContentHash};
 use self::cell::{CellConfig, CellError, CellState, ModuleState, Ready};
 use self::limits::LimitExceeded;
 use self::process::{Exit, Process, settle};
+use crate::caps::{FileIdentity, ProgramFile, ReadError};
 use crate::wasm::{EngineOptions, Program, WasmError};
 
 /// How often the epoch advances: the longest a busy cell runs before yielding.
@@ -44,6 +45,17 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub struct Loaded {
     hash: ContentHash,
     program: Program,
+}
+
+/// A program file that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Reading it failed.
+    #[error(transparent)]
+    Read(ReadError),
+    /// It is not a program ww can run.
+    #[error(transparent)]
+    Wasm(WasmError),
 }
 
 /// Runs cells. Cheap to clone; every clone is the same executor.
@@ -59,6 +71,7 @@ struct Inner {
     modules: wasmtime::Linker<ModuleState>,
     component_links: Mutex<HashMap<ContentHash, CommandPre<CellState>>>,
     module_links: Mutex<HashMap<ContentHash, wasmtime::InstancePre<ModuleState>>>,
+    files: Mutex<HashMap<FileIdentity, Loaded>>,
     next_id: AtomicU32,
     ticker: EpochTicker,
 }
@@ -88,6 +101,7 @@ impl Executor {
                 modules,
                 component_links: Mutex::new(HashMap::new()),
                 module_links: Mutex::new(HashMap::new()),
+                files: Mutex::new(HashMap::new()),
                 next_id: AtomicU32::new(0),
                 ticker,
             }),
@@ -108,6 +122,19 @@ impl Executor {
     pub fn load(&self, origin: &Path, bytes: &[u8]) -> Result<Loaded, WasmError> {
         let (hash, program) = self.inner.cache.get(origin, bytes)?;
         Ok(Loaded { hash, program })
+    }
+
+    /// Compiles the program in `file` (at `origin`), or finds it compiled; a file whose
+    /// identity was seen before is not even read again.
+    pub fn load_file(&self, origin: &Path, file: ProgramFile) -> Result<Loaded, LoadError> {
+        let identity = file.identity();
+        if let Some(loaded) = lock(&self.inner.files).get(&identity).cloned() {
+            return Ok(loaded);
+        }
+        let bytes = file.read().map_err(LoadError::Read)?;
+        let loaded = self.load(origin, &bytes).map_err(LoadError::Wasm)?;
+        lock(&self.inner.files).insert(identity, loaded.clone());
+        Ok(loaded)
     }
 
     /// Starts `loaded` as a cell configured by `config`. Must be called within the tokio

@@ -56,7 +56,7 @@ impl Stdio {
     /// The `ww` process's own stdio.
     pub fn host() -> Stdio {
         Stdio {
-            stdin: Arc::new(wasmtime_wasi::cli::stdin()),
+            stdin: Arc::new(HostStdin),
             stdout: Arc::new(wasmtime_wasi::cli::stdout()),
             stderr: Arc::new(wasmtime_wasi::cli::stderr()),
         }
@@ -118,6 +118,37 @@ impl Stdio {
             .stdin(self.stdin.clone())
             .stdout(self.stdout.clone())
             .stderr(self.stderr.clone());
+    }
+}
+
+/// The host's stdin, shared by every cell that inherits it.
+///
+/// One reader, created on first use (inside the runtime), reads ahead in 64 KiB chunks on
+/// the blocking pool while cells consume earlier ones, instead of one blocking read per
+/// request; all cells read from that one stream, so no byte is read twice or lost between
+/// them.
+struct HostStdin;
+
+impl HostStdin {
+    fn shared() -> &'static AsyncStdinStream {
+        static SHARED: std::sync::OnceLock<AsyncStdinStream> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| AsyncStdinStream::new(tokio::io::stdin()))
+    }
+}
+
+impl wasmtime_wasi::cli::IsTerminal for HostStdin {
+    fn is_terminal(&self) -> bool {
+        std::io::IsTerminal::is_terminal(&std::io::stdin())
+    }
+}
+
+impl StdinStream for HostStdin {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncRead + Send + Sync> {
+        Self::shared().async_stream()
+    }
+
+    fn p2_stream(&self) -> Box<dyn wasmtime_wasi::p2::InputStream> {
+        Self::shared().p2_stream()
     }
 }
 

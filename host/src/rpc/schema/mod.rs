@@ -2,5 +2,7 @@
 
 #![allow(missing_docs, clippy::all, clippy::pedantic, unused_qualifications)]
 
-/// `capnp/host.capnp`: the Host capability and byte streams.
+/// `capnp/host.capnp`: Host, Executor, Process and ByteStream.
 pub mod host_capnp;
+/// `capnp/membrane.capnp`: Membrane, Session, Epoch and StatusPoller.
+pub mod membrane_capnp;
