@@ -26,10 +26,8 @@
 use std::fmt;
 use std::io;
 
-use wasip2::io::streams::{InputStream, OutputStream, StreamError};
-
 use crate::bindings::ww::host::fd as raw;
-use crate::process::io_error;
+use crate::io::{StreamReader, StreamWriter};
 
 /// The grant this cell holds under `name`, or `None` when it holds none by that name.
 ///
@@ -263,8 +261,7 @@ impl Fd {
     /// Each reader works on its own duplicate of the host fd; for a file that shares the
     /// file's position with every other reader and writer of it.
     pub fn reader(&self) -> Result<FdReader, FdError> {
-        let stream = self.raw.input()?;
-        Ok(FdReader { stream })
+        Ok(StreamReader::new(self.raw.input()?))
     }
 
     /// A writer to the grant; needs a mode that writes.
@@ -272,8 +269,7 @@ impl Fd {
     /// Each writer works on its own duplicate of the host fd; for a file that shares the
     /// file's position with every other reader and writer of it.
     pub fn writer(&self) -> Result<FdWriter, FdError> {
-        let stream = self.raw.output()?;
-        Ok(FdWriter { stream })
+        Ok(StreamWriter::new(self.raw.output()?))
     }
 
     /// Up to `len` bytes of a file grant at `offset`: fewer at the file's end, none past it.
@@ -298,103 +294,14 @@ impl Fd {
 
 /// Reads a grant as a stream; see [`Fd::reader`].
 ///
-/// Reads block until there are bytes; they return 0 (end of file) at the end of a file, or
-/// once the other end of a pipe or socket is closed.
-pub struct FdReader {
-    stream: InputStream,
-}
-
-impl fmt::Debug for FdReader {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FdReader").finish_non_exhaustive()
-    }
-}
-
-impl FdReader {
-    /// The underlying WASI stream, e.g. to [`subscribe`](InputStream::subscribe) to it.
-    pub fn stream(&self) -> &InputStream {
-        &self.stream
-    }
-
-    /// The underlying WASI stream, taken out.
-    pub fn into_stream(self) -> InputStream {
-        self.stream
-    }
-}
-
-impl io::Read for FdReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        let len = u64::try_from(buf.len()).unwrap_or(u64::MAX);
-        loop {
-            match self.stream.blocking_read(len) {
-                // A blocking read returns at least one byte unless the stream ended; should
-                // a host return none anyway, that is not end of file: ask again.
-                Ok(bytes) if bytes.is_empty() => continue,
-                Ok(bytes) => {
-                    let n = bytes.len().min(buf.len());
-                    buf[..n].copy_from_slice(&bytes[..n]);
-                    return Ok(n);
-                }
-                Err(StreamError::Closed) => return Ok(0),
-                Err(e) => return Err(io_error(e)),
-            }
-        }
-    }
-}
+/// A [`StreamReader`]: reads block until there are bytes; they return 0 (end of file) at
+/// the end of a file, or once the other end of a pipe or socket is closed.
+pub type FdReader = StreamReader;
 
 /// Writes to a grant as a stream; see [`Fd::writer`].
 ///
-/// Each write waits for room, writes and waits until the host has passed the bytes on to the
-/// fd, as with a Unix file descriptor: nothing is left buffered when the writer is dropped.
-pub struct FdWriter {
-    stream: OutputStream,
-}
-
-impl fmt::Debug for FdWriter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FdWriter").finish_non_exhaustive()
-    }
-}
-
-impl FdWriter {
-    /// The underlying WASI stream, e.g. to [`subscribe`](OutputStream::subscribe) to it.
-    pub fn stream(&self) -> &OutputStream {
-        &self.stream
-    }
-
-    /// The underlying WASI stream, taken out.
-    pub fn into_stream(self) -> OutputStream {
-        self.stream
-    }
-}
-
-impl io::Write for FdWriter {
-    /// Writes as much of `buf` as the stream has room for, at least one byte, waiting for
-    /// room when there is none. A closed peer (a pipe or socket whose reader is gone) fails
-    /// with [`io::ErrorKind::BrokenPipe`].
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        let room = loop {
-            match self.stream.check_write() {
-                Ok(0) => self.stream.subscribe().block(),
-                Ok(room) => break room,
-                Err(e) => return Err(io_error(e)),
-            }
-        };
-        let n = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
-        self.stream.write(&buf[..n]).map_err(io_error)?;
-        // Wait until the bytes reach the fd: dropping the stream discards anything the host
-        // still buffers.
-        self.stream.blocking_flush().map_err(io_error)?;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.stream.blocking_flush().map_err(io_error)
-    }
-}
+/// A [`StreamWriter`]: each write waits for room, writes and waits until the host has
+/// passed the bytes on to the fd, as with a Unix file descriptor, so nothing is left
+/// buffered when the writer is dropped. A closed peer (a pipe or socket whose reader is
+/// gone) fails writes with [`io::ErrorKind::BrokenPipe`].
+pub type FdWriter = StreamWriter;

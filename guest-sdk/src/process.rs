@@ -43,14 +43,13 @@
 //! a [`Child`] does not end it.
 
 use std::fmt;
-use std::io;
 use std::time::Duration;
 
 use wasip2::io::poll::Pollable;
-use wasip2::io::streams::{InputStream, OutputStream, StreamError};
 
 use crate::bindings::ww::host::executor as raw;
 use crate::fd::Mode;
+use crate::io::{StreamReader, StreamWriter};
 
 /// The power to start child cells, as granted to this cell.
 ///
@@ -635,19 +634,19 @@ impl Child {
     /// The write end of the child's stdin, when it was spawned with [`Stdio::Pipe`]; `None`
     /// otherwise or once taken. Dropping it closes the pipe: the child reads end of file.
     pub fn take_stdin(&mut self) -> Option<ChildStdin> {
-        self.raw.take_stdin().map(|stream| ChildStdin { stream })
+        self.raw.take_stdin().map(StreamWriter::new)
     }
 
     /// The read end of the child's stdout, when it was spawned with [`Stdio::Pipe`]; `None`
     /// otherwise or once taken.
     pub fn take_stdout(&mut self) -> Option<ChildStdout> {
-        self.raw.take_stdout().map(|stream| ChildStdout { stream })
+        self.raw.take_stdout().map(StreamReader::new)
     }
 
     /// The read end of the child's stderr, when it was spawned with [`Stdio::Pipe`]; `None`
     /// otherwise or once taken.
     pub fn take_stderr(&mut self) -> Option<ChildStderr> {
-        self.raw.take_stderr().map(|stream| ChildStdout { stream })
+        self.raw.take_stderr().map(StreamReader::new)
     }
 
     /// How the child ended, or `None` while it runs. Never blocks.
@@ -680,115 +679,19 @@ impl Child {
 
 /// The write end of a child's piped stdin; see [`Child::take_stdin`].
 ///
-/// Writes block until the pipe has room and return once the bytes are in it, as with a Unix
-/// pipe; dropping it closes the pipe.
-pub struct ChildStdin {
-    stream: OutputStream,
-}
-
-impl fmt::Debug for ChildStdin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ChildStdin").finish_non_exhaustive()
-    }
-}
-
-impl ChildStdin {
-    /// The underlying WASI stream, e.g. to [`subscribe`](OutputStream::subscribe) to it.
-    pub fn stream(&self) -> &OutputStream {
-        &self.stream
-    }
-
-    /// The underlying WASI stream, taken out.
-    pub fn into_stream(self) -> OutputStream {
-        self.stream
-    }
-}
-
-impl io::Write for ChildStdin {
-    /// Writes as much of `buf` as the pipe has room for, at least one byte, waiting for
-    /// room when there is none. A pipe whose child has ended fails with
-    /// [`io::ErrorKind::BrokenPipe`].
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        let room = loop {
-            match self.stream.check_write() {
-                Ok(0) => self.stream.subscribe().block(),
-                Ok(room) => break room,
-                Err(e) => return Err(io_error(e)),
-            }
-        };
-        let n = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
-        self.stream.write(&buf[..n]).map_err(io_error)?;
-        // Wait until the bytes are in the pipe: dropping the stream discards anything the
-        // host still buffers.
-        self.stream.blocking_flush().map_err(io_error)?;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.stream.blocking_flush().map_err(io_error)
-    }
-}
+/// A [`StreamWriter`]: writes block until the pipe has room and return once the bytes are
+/// in it, as with a Unix pipe; a pipe whose child has ended fails them with
+/// [`io::ErrorKind::BrokenPipe`](std::io::ErrorKind::BrokenPipe). Dropping it closes the
+/// pipe: the child reads end of file.
+pub type ChildStdin = StreamWriter;
 
 /// The read end of a child's piped stdout or stderr; see [`Child::take_stdout`] and
 /// [`Child::take_stderr`].
 ///
-/// Reads block until the child writes; they return 0 (end of file) once every holder of the
-/// pipe's write end (the child, and any child it passed its stream on to) has ended.
-pub struct ChildStdout {
-    stream: InputStream,
-}
+/// A [`StreamReader`]: reads block until the child writes; they return 0 (end of file) once
+/// every holder of the pipe's write end (the child, and any child it passed its stream on
+/// to) has ended.
+pub type ChildStdout = StreamReader;
 
 /// The read end of a child's piped stderr: the same type as [`ChildStdout`].
-pub type ChildStderr = ChildStdout;
-
-impl fmt::Debug for ChildStdout {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ChildStdout").finish_non_exhaustive()
-    }
-}
-
-impl ChildStdout {
-    /// The underlying WASI stream, e.g. to [`subscribe`](InputStream::subscribe) to it.
-    pub fn stream(&self) -> &InputStream {
-        &self.stream
-    }
-
-    /// The underlying WASI stream, taken out.
-    pub fn into_stream(self) -> InputStream {
-        self.stream
-    }
-}
-
-impl io::Read for ChildStdout {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        let len = u64::try_from(buf.len()).unwrap_or(u64::MAX);
-        loop {
-            match self.stream.blocking_read(len) {
-                // A blocking read returns at least one byte unless the stream ended; should
-                // a host return none anyway, that is not end of file: ask again.
-                Ok(bytes) if bytes.is_empty() => continue,
-                Ok(bytes) => {
-                    let n = bytes.len().min(buf.len());
-                    buf[..n].copy_from_slice(&bytes[..n]);
-                    return Ok(n);
-                }
-                Err(StreamError::Closed) => return Ok(0),
-                Err(e) => return Err(io_error(e)),
-            }
-        }
-    }
-}
-
-/// A WASI stream error as an I/O error: a closed stream is a broken pipe.
-pub(crate) fn io_error(error: StreamError) -> io::Error {
-    match error {
-        StreamError::Closed => io::ErrorKind::BrokenPipe.into(),
-        StreamError::LastOperationFailed(e) => io::Error::other(e.to_debug_string()),
-    }
-}
+pub type ChildStderr = StreamReader;
