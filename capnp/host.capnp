@@ -10,8 +10,8 @@ interface Host {
   # The root capability of a ww node, reached through a Session (membrane.capnp).
 
   id @0 () -> (peerId :Text);
-  # The node's peer id (base58). Until the node joins a libp2p network this is the id of
-  # its local identity.
+  # The node's peer id (base58). A node without a libp2p identity yet answers
+  # "ww-ephemeral-" and 32 hex digits, random per run, which no peer id can be.
 
   addrs @1 () -> (addrs :List(Text));
   # The multiaddrs the node listens on, each ending in /p2p/<peer id>; empty when it
@@ -129,8 +129,8 @@ interface ByteStream {
   # One direction of a byte pipe, such as a process's stdin or stdout.
 
   read @0 (maxBytes :UInt32) -> (data :Data);
-  # Up to maxBytes bytes (the host caps it at 64 KiB), waiting for at least one; empty data
-  # means end of stream.
+  # Up to maxBytes bytes (the host caps it at 64 KiB; 0 means the cap), waiting for at
+  # least one; empty data means end of stream.
 
   write @1 (data :Data);
   # Writes all of data; fails once the reader is gone.

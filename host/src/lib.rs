@@ -12,11 +12,12 @@
 //!   cache, processes, stdio, and the `ww:host/executor` interface for spawning children;
 //! - [`boot`] starts an image's services beside pid0;
 //! - [`units`] parses sizes and durations;
-//! - [`rpc`] holds the Cap'n Proto schemas for what crosses the network.
+//! - [`rpc`] serves the node over Cap'n Proto: the schemas, the membrane and its epoch,
+//!   Host/Executor/Process/ByteStream, and `--rpc-socket`.
 //!
 //! Dependencies: `boot` uses `executor`, `image` and `caps`; `executor` uses `caps` and
-//! `wasm`; `image`, `wasm`, `caps`, `units` and `rpc` use nothing else in the crate. See
-//! ARCHITECTURE.md.
+//! `wasm`; `rpc` uses `executor` and `caps`; `image`, `wasm`, `caps` and `units` use
+//! nothing else in the crate. See ARCHITECTURE.md.
 
 #![deny(missing_docs)]
 

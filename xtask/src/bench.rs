@@ -132,7 +132,10 @@ fn boot(ww: &Path, wasmtime: &Path, image: &Path, cache: &Path) -> Result<Vec<Ro
     // `run` flags go before IMAGE: everything after it is the cell's.
     let ww_with = |flags: &[&str]| {
         let mut cmd = Command::new(ww);
-        cmd.env("WW_CACHE_DIR", cache).arg("run").args(flags).arg(image);
+        cmd.env("WW_CACHE_DIR", cache)
+            .arg("run")
+            .args(flags)
+            .arg(image);
         cmd
     };
     let ww_cmd = || ww_with(&[]);

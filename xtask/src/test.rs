@@ -8,7 +8,11 @@
 //! 3. codegen: `cargo xtask codegen --check`;
 //! 4. guest unit tests: the tests of `guest-sdk` and the guests, built for the machine's
 //!    own target;
-//! 5. workspace tests: `cargo test --workspace ARGS`.
+//! 5. workspace tests: `cargo test --workspace ARGS`;
+//! 6. Python interop tests: pycapnp clients against `ww run --rpc-socket` (`tests/python/`),
+//!    in a virtualenv at `target/pyenv` created (with pycapnp and pytest) when missing;
+//!    skipped with a warning only when `python3 -m venv` is unavailable. Their pytest counts
+//!    join the totals.
 //!
 //! A failing step does not stop the later ones; the task fails at the end, naming every step
 //! that failed.
@@ -22,7 +26,7 @@ use crate::{codegen, images, util};
 /// Runs every step; `extra` goes to `cargo test --workspace`.
 pub fn run(extra: &[&str]) -> Result<()> {
     let root = util::root()?;
-    let steps = 5;
+    let steps = 6;
     let mut failed: Vec<&str> = Vec::new();
     let mut record = |name: &'static str, result: Result<()>| {
         if let Err(err) = result {
@@ -59,9 +63,12 @@ pub fn run(extra: &[&str]) -> Result<()> {
     test.current_dir(&root)
         .args(["test", "--workspace"])
         .args(extra);
-    let (workspace, result) = util::run_tests(&mut test);
+    let (workspace, result) = util::run_tests(&mut test, util::TestCounts::of_cargo_line);
     counts.merge(workspace);
     record("workspace tests", result);
+
+    header(6, steps, "Python interop tests (pycapnp, tests/python)");
+    record("python tests", python_tests(&root, &mut counts));
 
     let verdict = if failed.is_empty() {
         "all steps passed".to_owned()
@@ -152,7 +159,7 @@ fn guest_tests(root: &std::path::Path, counts: &mut util::TestCounts) -> Result<
             .arg(manifest)
             .arg("--target-dir")
             .arg(root.join("target").join("guests"));
-        let (ran, result) = util::run_tests(&mut cmd);
+        let (ran, result) = util::run_tests(&mut cmd, util::TestCounts::of_cargo_line);
         counts.merge(ran);
         result?;
     }
@@ -174,4 +181,137 @@ fn host_triple() -> Result<String> {
         .find_map(|line| line.strip_prefix("host: "))
         .map(|triple| triple.trim().to_owned())
         .context("`rustc -vV` printed no host line")
+}
+
+/// Where `cargo xtask test` keeps its Python virtualenv (under `target/`, so ignored by git).
+const PYENV: &str = "target/pyenv";
+
+/// What the virtualenv holds: the versions the tests were written against.
+const PYTHON_PACKAGES: &[&str] = &["pycapnp==2.2.4", "pytest==9.2.0"];
+
+/// Runs `tests/python` with pytest in the virtualenv, creating it when missing, and adds
+/// pytest's counts to `counts`. Skips, with a warning, when `python3 -m venv` cannot run.
+fn python_tests(root: &std::path::Path, counts: &mut util::TestCounts) -> Result<()> {
+    let venv = root.join(PYENV);
+    let python = venv.join("bin").join("python");
+    let ready = |python: &std::path::Path| {
+        Command::new(python)
+            .args(["-c", "import capnp, pytest"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !ready(&python) {
+        if !create_venv(&venv)? {
+            println!(
+                "warning: skipped: `python3 -m venv` is not available (Debian: apt-get install \
+                 python3-venv), so the pycapnp interop tests cannot run"
+            );
+            return Ok(());
+        }
+        util::run(
+            Command::new(&python)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
+                .args(PYTHON_PACKAGES),
+        )
+        .context("installing pycapnp and pytest into the virtualenv failed")?;
+    }
+    // The tests run the debug binary, which `cargo test` built; make sure it is there.
+    util::run(
+        Command::new(util::cargo())
+            .current_dir(root)
+            .args(["build", "--quiet", "-p", "ww"]),
+    )?;
+    let mut cmd = Command::new(&python);
+    cmd.current_dir(root)
+        .args([
+            "-m",
+            "pytest",
+            "tests/python",
+            "-q",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+        ])
+        .env("WW_BIN", root.join("target").join("debug").join("ww"));
+    // Pytest's summary line (`2 passed, 1 skipped in 0.41s`) is its count.
+    let (ran, result) = util::run_tests(&mut cmd, pytest_summary);
+    counts.merge(ran);
+    result
+}
+
+/// Creates the virtualenv at `venv` (with `python3 -m venv`; as root on Debian, installing
+/// `python3-venv` first when it is missing). Whether there is one now.
+fn create_venv(venv: &std::path::Path) -> Result<bool> {
+    let attempt = || {
+        Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(venv)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if attempt() {
+        return Ok(true);
+    }
+    if !util::available("python3", "--version") {
+        return Ok(false);
+    }
+    if is_root() && util::available("apt-get", "--version") {
+        println!("python3 -m venv failed: installing Debian's python3-venv");
+        let installed = util::run(
+            Command::new("apt-get")
+                .args(["install", "-y", "python3-venv"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        );
+        if installed.is_ok() && attempt() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The counts of a pytest summary line, such as `1 failed, 2 passed, 1 skipped in 0.5s`
+/// (possibly between `=` rules); `None` for any other line.
+fn pytest_summary(line: &str) -> Option<util::TestCounts> {
+    let line = line.trim().trim_matches('=').trim();
+    let (parts, time) = line.rsplit_once(" in ")?;
+    if !time.trim_end().ends_with('s') {
+        return None;
+    }
+    let mut counts = util::TestCounts::default();
+    let mut any = false;
+    for part in parts.split(", ") {
+        let (n, what) = part.trim().split_once(' ')?;
+        let n: u64 = n.parse().ok()?;
+        match what {
+            "passed" | "xfailed" => counts.passed += n,
+            "failed" | "error" | "errors" | "xpassed" => counts.failed += n,
+            "skipped" => counts.ignored += n,
+            "deselected" | "warning" | "warnings" => {}
+            _ => return None,
+        }
+        any = true;
+    }
+    any.then_some(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pytest_summary;
+
+    #[test]
+    fn reads_pytest_summaries() {
+        let c = pytest_summary("2 passed in 0.41s").unwrap();
+        assert_eq!((c.passed, c.failed, c.ignored), (2, 0, 0));
+        let c =
+            pytest_summary("==== 1 failed, 3 passed, 2 skipped, 1 error in 1.20s ====").unwrap();
+        assert_eq!((c.passed, c.failed, c.ignored), (3, 2, 2));
+        assert!(pytest_summary("tests/python/test_membrane.py ..").is_none());
+        assert!(pytest_summary("the bytes in 3s").is_none());
+    }
 }

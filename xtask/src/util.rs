@@ -91,11 +91,16 @@ pub struct TestCounts {
 }
 
 impl TestCounts {
-    /// Adds the counts of one `test result: ok. 3 passed; 0 failed; 1 ignored; …` line.
-    fn add_line(&mut self, line: &str) {
-        let Some(rest) = line.strip_prefix("test result: ") else {
-            return;
-        };
+    /// The counts of one cargo `test result: ok. 3 passed; 0 failed; 1 ignored; …` line;
+    /// `None` for any other line.
+    pub fn of_cargo_line(line: &str) -> Option<TestCounts> {
+        let rest = line.trim().strip_prefix("test result: ")?;
+        let mut counts = TestCounts::default();
+        counts.add_parts(rest);
+        Some(counts)
+    }
+
+    fn add_parts(&mut self, rest: &str) {
         for part in rest.split(';') {
             let mut words = part.split_whitespace().rev();
             let (Some(what), Some(n)) = (words.next(), words.next()) else {
@@ -119,9 +124,12 @@ impl TestCounts {
     }
 }
 
-/// Runs a `cargo test` command like [`run`], echoing its stdout while counting its result
-/// lines.
-pub fn run_tests(cmd: &mut Command) -> (TestCounts, Result<()>) {
+/// Runs a test command like [`run`], echoing its stdout while adding up the counts that
+/// `parse` finds in its lines (e.g. [`TestCounts::of_cargo_line`]).
+pub fn run_tests(
+    cmd: &mut Command,
+    parse: impl Fn(&str) -> Option<TestCounts>,
+) -> (TestCounts, Result<()>) {
     use std::io::{BufRead as _, Write as _};
     let line = display(cmd);
     let mut counts = TestCounts::default();
@@ -140,7 +148,9 @@ pub fn run_tests(cmd: &mut Command) -> (TestCounts, Result<()>) {
             .lines()
             .map_while(Result::ok)
         {
-            counts.add_line(text.trim());
+            if let Some(found) = parse(&text) {
+                counts.merge(found);
+            }
             let _ = writeln!(out, "{text}");
         }
     }
@@ -158,12 +168,15 @@ mod tests {
 
     #[test]
     fn counts_result_lines() {
-        let mut c = TestCounts::default();
-        c.add_line("test result: ok. 19 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.01s");
-        c.add_line(
+        let lines = [
+            "test result: ok. 19 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.01s",
             "test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out",
-        );
-        c.add_line("running 3 tests");
+            "running 3 tests",
+        ];
+        let mut c = TestCounts::default();
+        for found in lines.into_iter().filter_map(TestCounts::of_cargo_line) {
+            c.merge(found);
+        }
         assert_eq!((c.passed, c.failed, c.ignored), (22, 1, 2));
     }
 }

@@ -12,7 +12,9 @@ use ww::executor::cache::CompileCache;
 use ww::executor::cell::CellConfig;
 use ww::executor::limits::{DEFAULT_MAX_CHILDREN, DEFAULT_MAX_MEMORY, Limits};
 use ww::executor::process::Exit;
+use ww::executor::stdio::Stdio;
 use ww::image::Image;
+use ww::rpc::{ExecutorGrant, Node, RpcError, RpcServer, RpcSocket};
 use ww::units;
 use ww::wasm::EngineOptions;
 
@@ -56,6 +58,11 @@ pub struct RunArgs {
     /// Compile without the on-disk cache of compiled programs (see WW_CACHE_DIR).
     #[arg(long)]
     no_cache: bool,
+
+    /// Serve the node's Cap'n Proto membrane to local clients on a Unix socket created at
+    /// PATH (mode 0600; it must not exist; removed on exit). SIGHUP advances the epoch.
+    #[arg(long, value_name = "PATH")]
+    rpc_socket: Option<PathBuf>,
 
     /// The image: a directory holding bin/main.wasm, or a .wasm file.
     #[arg(value_name = "IMAGE")]
@@ -148,6 +155,12 @@ pub fn main(args: RunArgs) -> Result<u8, Report> {
     };
     let executor = Executor::new(&options, cache_dir.as_deref())?;
     let loaded = executor.load(image.entrypoint(), &bytes)?;
+    // Before the runtime, so that a bad path is ww's error (125) before pid0 starts.
+    let mut rpc_socket = args
+        .rpc_socket
+        .as_deref()
+        .map(RpcSocket::bind)
+        .transpose()?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -156,14 +169,26 @@ pub fn main(args: RunArgs) -> Result<u8, Report> {
             miette::miette!(code = "ww::runtime", "cannot start the async runtime: {e}")
         })?;
     let cell = image.name().to_owned();
-    let outcome = runtime.block_on(async {
+    // Cap'n Proto (capnp-rpc is !Send) runs on this thread's local set, beside the cells.
+    let local = tokio::task::LocalSet::new();
+    let outcome = local.block_on(&runtime, async {
         let limits = Limits {
             max_memory: args.max_memory,
             deadline: args.timeout.map(|t| Instant::now() + t),
             fuel: args.fuel,
             max_children: args.max_children,
         };
-        let config = CellConfig::new(CellInfo::new(image.name(), filesystem))
+        let info = CellInfo::new(image.name(), filesystem);
+        if let Some(socket) = rpc_socket.as_mut() {
+            // pid0's executor, as sessions get it; membranes pid0 exports come with the
+            // WebAssembly bridge.
+            let grant = ExecutorGrant::new(executor.clone(), info.clone(), limits, Stdio::host());
+            let node = Node::new(ww::rpc::ephemeral_id(), Some(grant));
+            node.epoch.advance_on_sighup().map_err(RpcError::Signal)?;
+            socket.serve(RpcServer::start(node))?;
+            tracing::info!("serving the membrane on {}", socket.path().display());
+        }
+        let config = CellConfig::new(info)
             .args(args.args)
             .env(env)
             .limits(limits)
@@ -174,19 +199,50 @@ pub fn main(args: RunArgs) -> Result<u8, Report> {
             Some(root) => boot::start_services(&executor, root, &limits),
             None => Vec::new(),
         };
-        let exit = pid0.wait().await;
+        let serving = rpc_socket.is_some();
+        let exit = tokio::select! {
+            exit = pid0.wait() => Ok(exit),
+            // With a socket to remove, SIGINT and SIGTERM end ww in order rather than at once.
+            status = terminated(), if serving => {
+                pid0.kill();
+                Err(status)
+            }
+        };
         for service in services {
             service.kill();
         }
-        Ok::<Exit, Report>(exit)
+        Ok::<Result<Exit, u8>, Report>(exit)
     });
+    // Ends the RPC connections, and with them the children their sessions spawned.
+    drop(local);
     // A cell blocked reading stdin leaves a reader behind; do not wait for it.
     runtime.shutdown_background();
+    drop(rpc_socket);
     drop(image);
 
-    let exit = outcome?;
+    let exit = match outcome? {
+        Ok(exit) => exit,
+        // Ended by a signal: the status a shell expects (128 + the signal's number).
+        Err(status) => return Ok(status),
+    };
     report(&cell, &exit, &args_limits_hint(args.max_memory));
     Ok(exit.status())
+}
+
+/// Resolves when ww receives SIGINT or SIGTERM, with the status it then exits with (130 or
+/// 143); never, if the handlers cannot be installed (the signals then end ww as usual).
+async fn terminated() -> u8 {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut interrupt), Ok(mut terminate)) => tokio::select! {
+            _ = interrupt.recv() => 130,
+            _ = terminate.recv() => 143,
+        },
+        _ => std::future::pending().await,
+    }
 }
 
 fn args_limits_hint(max_memory: u64) -> String {

@@ -9,4 +9,5 @@ mod fs;
 mod layers;
 mod limits;
 mod process;
+mod rpc;
 mod support;

@@ -1,0 +1,117 @@
+//! The node's RPC system: one capnp-rpc two-party `RpcSystem` per connection, all on one
+//! local task set, each bootstrapping the node's membrane.
+//!
+//! capnp-rpc is `!Send`, so the capabilities live on the thread of the tokio `LocalSet` that
+//! [`RpcServer::start`] ran in. The [`RpcServer`] handle is `Send`: [`RpcServer::serve`] hands
+//! a byte stream over a channel to that set, so it can be called from any task or thread
+//! (a `tokio::spawn`ed cell task, a socket's accept loop).
+
+use std::pin::Pin;
+
+use capnp::capability::Rc;
+use capnp::message::ReaderOptions;
+use capnp_rpc::{RpcSystem, rpc_twoparty_capnp::Side, twoparty};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio_util::compat::{TokioAsyncReadCompatExt as _, TokioAsyncWriteCompatExt as _};
+
+use super::RpcError;
+use super::epoch::Epoch;
+use super::node::{MembraneServer, Node, NodeState};
+use super::schema::membrane_capnp::membrane;
+use crate::executor::limits::MAX_PROGRAM_BYTES;
+
+/// The largest message a peer may send, in 8-byte words: room for a program of the largest
+/// size a spawn accepts (64 MiB) plus 1 MiB of everything else. A larger message ends that
+/// peer's connection, and only that one, before it is read into memory.
+pub const MAX_MESSAGE_WORDS: usize = ((MAX_PROGRAM_BYTES as usize) + (1 << 20)) / 8;
+
+/// The deepest nesting of structs and lists a peer's message may have.
+pub const MAX_NESTING: i32 = 64;
+
+/// The limits every incoming message is read with.
+pub fn reader_options() -> ReaderOptions {
+    let mut options = ReaderOptions::new();
+    options
+        .traversal_limit_in_words(Some(MAX_MESSAGE_WORDS))
+        .nesting_limit(MAX_NESTING);
+    options
+}
+
+/// A byte stream a peer speaks Cap'n Proto on.
+trait Stream: AsyncRead + AsyncWrite + Send {}
+impl<T: AsyncRead + AsyncWrite + Send> Stream for T {}
+
+/// A handle on the node's RPC system. Cheap to clone, `Send`; every clone serves the same
+/// node.
+#[derive(Clone)]
+pub struct RpcServer {
+    connections: mpsc::UnboundedSender<Pin<Box<dyn Stream>>>,
+    epoch: Epoch,
+}
+
+impl std::fmt::Debug for RpcServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcServer")
+            .field("epoch", &self.epoch.current())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RpcServer {
+    /// Starts serving `node` on the current `LocalSet` (with `tokio::task::spawn_local`):
+    /// must be called inside one, on the runtime that runs the node's cells. The node's
+    /// capabilities live until every handle and every connection is gone; the children its
+    /// sessions spawned are killed then.
+    pub fn start(node: Node) -> RpcServer {
+        let (connections, incoming) = mpsc::unbounded_channel();
+        let epoch = node.epoch.clone();
+        tokio::task::spawn_local(accept(node, incoming));
+        RpcServer { connections, epoch }
+    }
+
+    /// Serves the node's membrane to the peer at the other end of `stream`, as the bootstrap
+    /// capability of a connection of its own: a peer that sends garbage, stalls or goes away
+    /// ends only its own connection. Callable from any thread or task.
+    pub fn serve<S>(&self, stream: S) -> Result<(), RpcError>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        self.connections
+            .send(Box::pin(stream))
+            .map_err(|_| RpcError::Stopped)
+    }
+
+    /// The membrane's epoch: [`Epoch::advance`] revokes every session grafted so far.
+    pub fn epoch(&self) -> &Epoch {
+        &self.epoch
+    }
+}
+
+/// Runs on the local set: starts one RPC system per stream handed over.
+async fn accept(node: Node, mut incoming: mpsc::UnboundedReceiver<Pin<Box<dyn Stream>>>) {
+    let state = Rc::new(NodeState::new(node));
+    let membrane: membrane::Client = capnp_rpc::new_client(MembraneServer::new(state));
+    let mut next: u64 = 0;
+    while let Some(stream) = incoming.recv().await {
+        next += 1;
+        tokio::task::spawn_local(connection(next, stream, membrane.clone()));
+    }
+}
+
+/// One peer's connection, to its end.
+async fn connection(id: u64, stream: Pin<Box<dyn Stream>>, membrane: membrane::Client) {
+    tracing::debug!(connection = id, "Cap'n Proto peer connected");
+    let (reader, writer) = tokio::io::split(stream);
+    let network = twoparty::VatNetwork::new(
+        futures::io::BufReader::new(reader.compat()),
+        futures::io::BufWriter::new(writer.compat_write()),
+        Side::Server,
+        reader_options(),
+    );
+    let system = RpcSystem::new(Box::new(network), Some(membrane.client));
+    match system.await {
+        Ok(()) => tracing::debug!(connection = id, "Cap'n Proto peer disconnected"),
+        Err(e) => tracing::debug!(connection = id, "Cap'n Proto connection ended: {e}"),
+    }
+}
