@@ -9,7 +9,10 @@
 //!   `main` and request → exit observed, for many children in a row;
 //! - throughput: bytes through `child-echo` against native `cat`, both between two pipes
 //!   driven by this harness;
-//! - memory: the host's resident memory with 1,000 idle children alive, against none.
+//! - memory: the host's resident memory with 1,000 idle children alive, against none;
+//! - Cap'n Proto: a guest's calls to the host over the bridge against plain capnp-rpc
+//!   between two native threads, and pycapnp calling `ww run --rpc-socket` against pycapnp
+//!   calling a native capnp-rpc server ([`crate::bench_rpc`]).
 //!
 //! `wasmtime` (the CLI, same version as ww's wasmtime) is installed under
 //! `target/bench-tools/` with `cargo install` when missing.
@@ -21,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{images, util};
+use crate::bench_rpc::{NativeServer, native_pair};
+use crate::{images, test, util};
 
 /// The wasmtime CLI version compared against: the one ww embeds.
 const WASMTIME_VERSION: &str = "48.0.8";
@@ -33,6 +37,8 @@ const SPAWNS: usize = 2000;
 const THROUGHPUT_BYTES: u64 = 512 << 20;
 /// Idle children kept alive in the memory benchmark.
 const IDLE_CHILDREN: usize = 1000;
+/// Calls in each Cap'n Proto measurement (sequential, then all at once).
+const RPC_CALLS: usize = 10_000;
 
 /// One measured line of BENCHMARKS.md.
 struct Row {
@@ -71,6 +77,10 @@ pub fn run() -> Result<()> {
     rows.push(throughput(&ww, &images.join("child-echo"), &cache)?);
     println!("==> memory per idle child");
     rows.push(idle_memory(&ww, &images.join("testbed"), &cache)?);
+    println!("==> Cap'n Proto: guest → host against native capnp-rpc");
+    rows.extend(rpc_guest(&ww, &images.join("testbed"), &cache)?);
+    println!("==> Cap'n Proto: pycapnp → ww against pycapnp → native capnp-rpc");
+    rows.push(rpc_pycapnp(&root, &ww, &images.join("testbed"), &cache)?);
 
     let report = render(&rows, &wasmtime)?;
     let path = root.join("BENCHMARKS.md");
@@ -384,6 +394,122 @@ fn idle_memory(ww: &Path, testbed: &Path, cache: &Path) -> Result<Row> {
         ratio: "—".into(),
         target: "≤ 200 KiB",
         met: per_child <= 200.0,
+    })
+}
+
+fn rpc_guest(ww: &Path, testbed: &Path, cache: &Path) -> Result<Vec<Row>> {
+    let native = native_pair(RPC_CALLS)?;
+    let output = Command::new(ww)
+        .env("WW_CACHE_DIR", cache)
+        .arg("run")
+        .arg(testbed)
+        .args(["rpc-bench", &RPC_CALLS.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run the guest RPC benchmark")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "guest RPC benchmark failed ({}): {text}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let f = fields(&text, "rpc-bench ")?;
+    let (p50, p99) = (field(&f, "rtt_p50_us")?, field(&f, "rtt_p99_us")?);
+    let rate = field(&f, "pipelined_per_sec")?;
+    let (native_p50, native_p99) = (native.percentile_us(50), native.percentile_us(99));
+    Ok(vec![
+        Row {
+            metric: "Cap'n Proto round trip: guest → host over the bridge vs two native threads over a socketpair, p50 / p99",
+            ww: format!("{p50:.1} µs / {p99:.1} µs"),
+            reference: format!("{native_p50:.1} µs / {native_p99:.1} µs"),
+            ratio: format!("{:.2}", p50 / native_p50),
+            target: "p50 ≤ 30 µs",
+            met: p50 <= 30.0,
+        },
+        Row {
+            metric: "Cap'n Proto pipelined calls (10,000 in flight): guest → host vs native",
+            ww: format!("{rate:.0} calls/s"),
+            reference: format!("{:.0} calls/s", native.pipelined_per_sec),
+            ratio: format!("{:.2}", rate / native.pipelined_per_sec),
+            target: "≥ 100,000 calls/s",
+            met: rate >= 100_000.0,
+        },
+    ])
+}
+
+/// Runs the pycapnp client against `socket`; its `py-rpc` fields.
+fn pycapnp_client(root: &Path, python: &Path, socket: &Path) -> Result<Vec<(String, f64)>> {
+    let output = Command::new(python)
+        .arg(root.join("xtask/bench/rpc_client.py"))
+        .arg(socket)
+        .arg(RPC_CALLS.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run the pycapnp client")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "the pycapnp client failed ({}): {text}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    fields(&text, "py-rpc ")
+}
+
+fn rpc_pycapnp(root: &Path, ww: &Path, testbed: &Path, cache: &Path) -> Result<Row> {
+    let python = test::python_env(root)?.context("no python3 venv: cannot run pycapnp")?;
+    let dir = root.join("target/bench-rpc");
+    std::fs::create_dir_all(&dir)?;
+
+    let native_socket = dir.join("native.sock");
+    let server = NativeServer::start(&native_socket)?;
+    let native = pycapnp_client(root, &python, &native_socket)?;
+    drop(server);
+
+    let ww_socket = dir.join("ww.sock");
+    let _ = std::fs::remove_file(&ww_socket);
+    let mut node = Command::new(ww)
+        .env("WW_CACHE_DIR", cache)
+        .arg("run")
+        .arg("--rpc-socket")
+        .arg(&ww_socket)
+        .arg(testbed)
+        .arg("block")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("cannot start ww --rpc-socket")?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ww_socket.exists() {
+        if Instant::now() > deadline {
+            let _ = node.kill();
+            bail!("ww did not create {}", ww_socket.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ours = pycapnp_client(root, &python, &ww_socket);
+    drop(node.stdin.take());
+    let _ = node.wait();
+    let ours = ours?;
+
+    let (p50, native_p50) = (field(&ours, "rtt_p50_us")?, field(&native, "rtt_p50_us")?);
+    let ratio = p50 / native_p50;
+    Ok(Row {
+        metric: "pycapnp `host.id()` round trip, p50: ww --rpc-socket vs a native capnp-rpc server",
+        ww: format!(
+            "{p50:.1} µs ({:.0} pipelined calls/s)",
+            field(&ours, "pipelined_per_sec")?
+        ),
+        reference: format!(
+            "{native_p50:.1} µs ({:.0} pipelined calls/s)",
+            field(&native, "pipelined_per_sec")?
+        ),
+        ratio: format!("{ratio:.2}"),
+        target: "ratio ≤ 1.2",
+        met: ratio <= 1.2,
     })
 }
 

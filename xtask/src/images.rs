@@ -20,7 +20,11 @@ pub const TARGET: &str = "wasm32-wasip2";
 /// Guests installed into other images as child programs: `(guest, image)` puts the guest's
 /// component at `examples/images/<image>/usr/lib/<guest>.wasm` (ignored by git, as every
 /// `*.wasm` is).
-const LIBRARIES: &[(&str, &str)] = &[("child-echo", "pid0"), ("child-echo", "shell")];
+const LIBRARIES: &[(&str, &str)] = &[
+    ("child-echo", "pid0"),
+    ("child-echo", "shell"),
+    ("child-echo", "testbed"),
+];
 
 /// Builds the guests and installs the images.
 pub fn run() -> Result<()> {

@@ -10,10 +10,31 @@
 //! `.cargo/config.toml` defines the `xtask` alias for `cargo run --package xtask --`.
 
 mod bench;
+mod bench_rpc;
 mod codegen;
 mod images;
 mod test;
 mod util;
+
+/// The Rust generated from capnp/, shared with the host (the generated files refer to each
+/// other as `crate::rpc::schema::*`).
+mod rpc {
+    #[allow(dead_code, unused_qualifications, clippy::all, clippy::pedantic)]
+    pub mod schema {
+        pub mod host_capnp {
+            include!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../host/src/rpc/schema/host_capnp.rs"
+            ));
+        }
+        pub mod membrane_capnp {
+            include!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../host/src/rpc/schema/membrane_capnp.rs"
+            ));
+        }
+    }
+}
 
 use std::process::ExitCode;
 

@@ -189,9 +189,9 @@ const PYENV: &str = "target/pyenv";
 /// What the virtualenv holds: the versions the tests were written against.
 const PYTHON_PACKAGES: &[&str] = &["pycapnp==2.2.4", "pytest==9.2.0"];
 
-/// Runs `tests/python` with pytest in the virtualenv, creating it when missing, and adds
-/// pytest's counts to `counts`. Skips, with a warning, when `python3 -m venv` cannot run.
-fn python_tests(root: &std::path::Path, counts: &mut util::TestCounts) -> Result<()> {
+/// The Python of the project's virtualenv (pycapnp and pytest), created when missing;
+/// `None` when `python3 -m venv` cannot run here.
+pub fn python_env(root: &std::path::Path) -> Result<Option<std::path::PathBuf>> {
     let venv = root.join(PYENV);
     let python = venv.join("bin").join("python");
     let ready = |python: &std::path::Path| {
@@ -202,11 +202,7 @@ fn python_tests(root: &std::path::Path, counts: &mut util::TestCounts) -> Result
     };
     if !ready(&python) {
         if !create_venv(&venv)? {
-            println!(
-                "warning: skipped: `python3 -m venv` is not available (Debian: apt-get install \
-                 python3-venv), so the pycapnp interop tests cannot run"
-            );
-            return Ok(());
+            return Ok(None);
         }
         util::run(
             Command::new(&python)
@@ -221,6 +217,19 @@ fn python_tests(root: &std::path::Path, counts: &mut util::TestCounts) -> Result
         )
         .context("installing pycapnp and pytest into the virtualenv failed")?;
     }
+    Ok(Some(python))
+}
+
+/// Runs `tests/python` with pytest in the virtualenv, creating it when missing, and adds
+/// pytest's counts to `counts`. Skips, with a warning, when `python3 -m venv` cannot run.
+fn python_tests(root: &std::path::Path, counts: &mut util::TestCounts) -> Result<()> {
+    let Some(python) = python_env(root)? else {
+        println!(
+            "warning: skipped: `python3 -m venv` is not available (Debian: apt-get install \
+             python3-venv), so the pycapnp interop tests cannot run"
+        );
+        return Ok(());
+    };
     // The tests run the debug binary, which `cargo test` built; make sure it is there.
     util::run(
         Command::new(util::cargo())

@@ -27,9 +27,23 @@
 //!   one line `bench-spawn main_p50_us=… main_p99_us=… exit_p50_us=… exit_p99_us=…
 //!   spawns_per_sec=…` (for `cargo xtask bench`);
 //! - `idle N`: spawns N children that `block` on their piped stdin, prints `ready N`, and
-//!   exits when its own stdin ends (for `cargo xtask bench`).
+//!   exits when its own stdin ends (for `cargo xtask bench`);
+//! - `rpc-id`: grafts onto the node's membrane over Cap'n Proto ([`ww::rpc`]), prints
+//!   `id <peerId>` and `epoch <seq>`;
+//! - `rpc-big`: spawns `/usr/lib/child-echo.wasm` through the session's executor, writes it
+//!   1 MiB in one `ByteStream.write`, reads the echo to its end, waits, and prints
+//!   `rpc-big ok 1048576 exited 0`;
+//! - `rpc-many N`: sends N `host.id()` calls before awaiting any, prints `rpc-many ok N`;
+//! - `rpc-export`: exports a membrane whose sessions' Host answers `id()` with
+//!   `exported by testbed` (and forwards the node's executor and status), prints
+//!   `exported`, then waits for the epoch to change while serving it, and prints
+//!   `epoch advanced to N`;
+//! - `rpc-exit-mid-call CODE`: exits with CODE while a `status.changed` call is in flight;
+//! - `rpc-advance`: advances the membrane's epoch, prints `advanced to N`;
+//! - `rpc-bench N`: times N sequential `host.id()` calls and N at once, printing
+//!   `rpc-bench rtt_p50_us=… rtt_p99_us=… pipelined_per_sec=…` (for `cargo xtask bench`).
 //!
-//! Usage errors and failed `ls`/`write`/`fd-*`/`idle` exit 1, the failures printed on
+//! Usage errors and failed `ls`/`write`/`fd-*`/`idle`/`rpc-*` exit 1, the failures printed on
 //! stdout as `error: <why>`; an unknown mode exits 2.
 
 use std::fs;
@@ -38,6 +52,8 @@ use std::time::{Duration, Instant};
 
 use ww::fd::{Fd, Mode};
 use ww::process::{Command, DirGrant, FdPass, Stdio};
+
+mod rpc;
 
 /// The program children run unless `--path` says otherwise: the testbed itself.
 const SELF: &str = "/bin/main.wasm";
@@ -52,6 +68,8 @@ usage: testbed MODE [ARGS...]
   fd-names | fd-read NAME | fd-write NAME TEXT | fd-size NAME
   fd-read-at NAME OFFSET LEN | fd-write-at NAME OFFSET TEXT
   ping | block | bench-spawn N [path|bytes] | idle N
+  rpc-id | rpc-big | rpc-many N | rpc-export | rpc-exit-mid-call CODE | rpc-advance
+  rpc-bench N
 ";
 
 fn main() {
@@ -82,6 +100,13 @@ fn main() {
         ["bench-spawn", n] => bench_spawn(n, None),
         ["bench-spawn", n, source] => bench_spawn(n, Some(source)),
         ["idle", n] => idle(n),
+        ["rpc-id"] => rpc::id(),
+        ["rpc-big"] => rpc::big(),
+        ["rpc-many", n] => rpc::many(n),
+        ["rpc-export"] => rpc::export(),
+        ["rpc-exit-mid-call", code] => rpc::exit_mid_call(code),
+        ["rpc-advance"] => rpc::advance(),
+        ["rpc-bench", n] => rpc::bench(n),
         _ => {
             let _ = io::stderr().write_all(USAGE.as_bytes());
             ww::exit(2);

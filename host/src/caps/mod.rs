@@ -3,7 +3,7 @@
 //!
 //! Each capability is one module: `cell` (what a cell knows of itself and its exact exit),
 //! `log` (guest logging into the host's tracing), `fs` (preopened directories), `fd` (host
-//! file descriptors granted by name). A new
+//! file descriptors granted by name), `rpc` (the Cap'n Proto bridge to the node). A new
 //! capability is a new module plus one line in [`add_to_linker`].
 //!
 //! Architecture invariant: capabilities depend on nothing else in the host but the fd model
@@ -13,6 +13,7 @@ mod cell;
 pub mod fd;
 pub mod fs;
 mod log;
+pub mod rpc;
 
 use wasmtime::component::{HasSelf, Linker};
 

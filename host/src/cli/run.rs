@@ -1,11 +1,13 @@
 //! `ww run`: boot an image as pid0 and exit with its status.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use miette::{Diagnostic, Report};
 use ww::boot;
 use ww::caps::fd::FdGrants;
+use ww::caps::rpc::RpcHost;
 use ww::caps::{CellInfo, DirGrant, Filesystem};
 use ww::executor::Executor;
 use ww::executor::cache::CompileCache;
@@ -179,20 +181,23 @@ pub fn main(args: RunArgs) -> Result<u8, Report> {
             max_children: args.max_children,
         };
         let info = CellInfo::new(image.name(), filesystem);
+        // The node's RPC system: pid0 reaches it through the bridge (ww:host/rpc), local
+        // clients through --rpc-socket. Sessions get pid0's executor.
+        let grant = ExecutorGrant::new(executor.clone(), info.clone(), limits, Stdio::host());
+        let node = Node::new(ww::rpc::ephemeral_id(), Some(grant));
+        node.epoch.advance_on_sighup().map_err(RpcError::Signal)?;
+        let server = RpcServer::start(node);
         if let Some(socket) = rpc_socket.as_mut() {
-            // pid0's executor, as sessions get it; membranes pid0 exports come with the
-            // WebAssembly bridge.
-            let grant = ExecutorGrant::new(executor.clone(), info.clone(), limits, Stdio::host());
-            let node = Node::new(ww::rpc::ephemeral_id(), Some(grant));
-            node.epoch.advance_on_sighup().map_err(RpcError::Signal)?;
-            socket.serve(RpcServer::start(node))?;
+            socket.serve(server.clone())?;
             tracing::info!("serving the membrane on {}", socket.path().display());
         }
+        let bridge: Arc<dyn RpcHost> = Arc::new(server);
         let config = CellConfig::new(info)
             .args(args.args)
             .env(env)
             .limits(limits)
             .fds(fds)
+            .rpc(Some(bridge))
             .executor(true);
         let pid0 = executor.spawn(&loaded, config)?;
         let services = match image.root() {

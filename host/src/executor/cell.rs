@@ -4,6 +4,8 @@
 //! Architecture invariant: a cell's WASI context is built only from its config: nothing of
 //! the host's environment, arguments or filesystem reaches it unless the config names it.
 
+use std::sync::Arc;
+
 use wasmtime::component::{
     Component, Linker as ComponentLinker, ResourceTable, types::ComponentItem,
 };
@@ -17,6 +19,7 @@ use super::limits::{LimitExceeded, Limits, MemoryLimiter};
 use super::process::{Children, Exit};
 use super::stdio::Stdio;
 use crate::caps::fd::{FdGrants, FdView};
+use crate::caps::rpc::{RpcHost, RpcView};
 use crate::caps::{self, CellInfo, DirGrantError};
 
 /// A cell that could not be started.
@@ -84,6 +87,7 @@ pub struct CellConfig {
     limits: Limits,
     executor: bool,
     fds: FdGrants,
+    rpc: Option<Arc<dyn RpcHost>>,
 }
 
 impl CellConfig {
@@ -99,7 +103,14 @@ impl CellConfig {
             limits: Limits::default(),
             executor: false,
             fds: FdGrants::default(),
+            rpc: None,
         }
+    }
+
+    /// Gives the cell the Cap'n Proto bridge to the node (`ww:host/rpc`), or not.
+    pub fn rpc(mut self, host: Option<Arc<dyn RpcHost>>) -> CellConfig {
+        self.rpc = host;
+        self
     }
 
     /// Sets the file descriptors the cell holds by name.
@@ -180,6 +191,7 @@ pub(crate) struct CellState {
     pub(crate) table: ResourceTable,
     pub(crate) info: CellInfo,
     pub(crate) fds: FdGrants,
+    rpc: Option<Arc<dyn RpcHost>>,
     limiter: MemoryLimiter,
     pub(crate) spawner: Spawner,
 }
@@ -207,6 +219,10 @@ pub(crate) fn component_linker(engine: &Engine) -> wasmtime::Result<ComponentLin
     caps::fd::add_to_linker(&mut linker, |state: &mut CellState| FdView {
         table: &mut state.table,
         grants: &state.fds,
+    })?;
+    caps::rpc::add_to_linker(&mut linker, |state: &mut CellState| RpcView {
+        table: &mut state.table,
+        host: state.rpc.as_ref(),
     })?;
     super::host::add_to_linker(&mut linker)?;
     Ok(linker)
@@ -266,6 +282,7 @@ pub(crate) fn prepare_component(
         },
         info: config.info,
         fds: config.fds,
+        rpc: config.rpc,
     };
     let mut store = Store::new(executor.engine(), state);
     store.limiter(|state| &mut state.limiter);

@@ -6,6 +6,7 @@
 //! a byte stream over a channel to that set, so it can be called from any task or thread
 //! (a `tokio::spawn`ed cell task, a socket's accept loop).
 
+use std::cell::RefCell;
 use std::pin::Pin;
 
 use capnp::capability::Rc;
@@ -42,11 +43,18 @@ pub fn reader_options() -> ReaderOptions {
 trait Stream: AsyncRead + AsyncWrite + Send {}
 impl<T: AsyncRead + AsyncWrite + Send> Stream for T {}
 
+/// A connection handed to the local set.
+struct Incoming {
+    stream: Pin<Box<dyn Stream>>,
+    /// Whether the peer's own bootstrap capability becomes the membrane the node serves.
+    export: bool,
+}
+
 /// A handle on the node's RPC system. Cheap to clone, `Send`; every clone serves the same
 /// node.
 #[derive(Clone)]
 pub struct RpcServer {
-    connections: mpsc::UnboundedSender<Pin<Box<dyn Stream>>>,
+    connections: mpsc::UnboundedSender<Incoming>,
     epoch: Epoch,
 }
 
@@ -77,8 +85,22 @@ impl RpcServer {
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
+        self.hand_over(Box::pin(stream), false)
+    }
+
+    /// Like [`RpcServer::serve`], and takes the peer's own bootstrap capability (a
+    /// `Membrane`) as the membrane the node serves to every later connection, until this one
+    /// ends. This is how pid0 exports its membrane.
+    pub fn serve_exporting<S>(&self, stream: S) -> Result<(), RpcError>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        self.hand_over(Box::pin(stream), true)
+    }
+
+    fn hand_over(&self, stream: Pin<Box<dyn Stream>>, export: bool) -> Result<(), RpcError> {
         self.connections
-            .send(Box::pin(stream))
+            .send(Incoming { stream, export })
             .map_err(|_| RpcError::Stopped)
     }
 
@@ -88,19 +110,40 @@ impl RpcServer {
     }
 }
 
+/// The membrane a cell exported, and the connection it came on.
+type Exported = Rc<RefCell<Option<(u64, membrane::Client)>>>;
+
 /// Runs on the local set: starts one RPC system per stream handed over.
-async fn accept(node: Node, mut incoming: mpsc::UnboundedReceiver<Pin<Box<dyn Stream>>>) {
+async fn accept(node: Node, mut incoming: mpsc::UnboundedReceiver<Incoming>) {
     let state = Rc::new(NodeState::new(node));
-    let membrane: membrane::Client = capnp_rpc::new_client(MembraneServer::new(state));
+    let own: membrane::Client = capnp_rpc::new_client(MembraneServer::new(state));
+    let exported: Exported = Rc::new(RefCell::new(None));
     let mut next: u64 = 0;
-    while let Some(stream) = incoming.recv().await {
+    while let Some(Incoming { stream, export }) = incoming.recv().await {
         next += 1;
-        tokio::task::spawn_local(connection(next, stream, membrane.clone()));
+        // A peer gets the membrane the node serves now: the one a cell exported, if any.
+        // The exporting cell itself always gets the node's own.
+        let served = match (export, &*exported.borrow()) {
+            (false, Some((_, membrane))) => membrane.clone(),
+            _ => own.clone(),
+        };
+        tokio::task::spawn_local(connection(
+            next,
+            stream,
+            served,
+            export.then(|| exported.clone()),
+        ));
     }
 }
 
-/// One peer's connection, to its end.
-async fn connection(id: u64, stream: Pin<Box<dyn Stream>>, membrane: membrane::Client) {
+/// One peer's connection, to its end. With `exported`, the peer's bootstrap capability is
+/// the node's served membrane for as long as the connection lasts.
+async fn connection(
+    id: u64,
+    stream: Pin<Box<dyn Stream>>,
+    membrane: membrane::Client,
+    exported: Option<Exported>,
+) {
     tracing::debug!(connection = id, "Cap'n Proto peer connected");
     let (reader, writer) = tokio::io::split(stream);
     let network = twoparty::VatNetwork::new(
@@ -109,9 +152,42 @@ async fn connection(id: u64, stream: Pin<Box<dyn Stream>>, membrane: membrane::C
         Side::Server,
         reader_options(),
     );
-    let system = RpcSystem::new(Box::new(network), Some(membrane.client));
+    let mut system = RpcSystem::new(Box::new(network), Some(membrane.client));
+    if let Some(exported) = &exported {
+        let theirs: membrane::Client = system.bootstrap(Side::Client);
+        *exported.borrow_mut() = Some((id, theirs));
+        tracing::info!(
+            connection = id,
+            "a cell exported its membrane; the node serves it now"
+        );
+    }
     match system.await {
         Ok(()) => tracing::debug!(connection = id, "Cap'n Proto peer disconnected"),
         Err(e) => tracing::debug!(connection = id, "Cap'n Proto connection ended: {e}"),
+    }
+    if let Some(exported) = exported {
+        let mut current = exported.borrow_mut();
+        if current.as_ref().is_some_and(|(from, _)| *from == id) {
+            *current = None;
+            tracing::info!(
+                connection = id,
+                "the exported membrane is gone; the node serves its own"
+            );
+        }
+    }
+}
+
+impl crate::caps::rpc::RpcHost for RpcServer {
+    fn serve(&self, stream: tokio::io::DuplexStream, export: bool) -> Result<(), String> {
+        let result = if export {
+            self.serve_exporting(stream)
+        } else {
+            RpcServer::serve(self, stream)
+        };
+        result.map_err(|e| e.to_string())
+    }
+
+    fn advance_epoch(&self) -> Result<u64, String> {
+        Ok(self.epoch.advance())
     }
 }

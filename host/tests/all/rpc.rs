@@ -455,3 +455,102 @@ fn rpc_sigterm_ends_ww_and_removes_the_socket() {
     assert_eq!(status.code(), Some(143));
     assert!(!socket.exists(), "the socket outlived ww");
 }
+
+// The bridge: pid0's own Cap'n Proto connection to the node over WASI streams.
+
+fn testbed_run(args: &[&str]) -> Out {
+    let tb = image("testbed");
+    let mut all = vec!["run", s(&tb)];
+    all.extend_from_slice(args);
+    run(&all, "")
+}
+
+#[test]
+fn bridge_pid0_grafts_and_calls_the_host() {
+    let out = testbed_run(&["rpc-id"]);
+    assert_eq!(out.status, 0, "{out:#?}");
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("id ww-ephemeral-")),
+        "{out:#?}"
+    );
+    assert!(out.stdout.lines().any(|l| l == "epoch 0"), "{out:#?}");
+}
+
+#[test]
+fn bridge_carries_a_1_mib_message() {
+    let out = testbed_run(&["rpc-big"]);
+    assert_eq!(out.status, 0, "{out:#?}");
+    assert!(
+        out.stdout.contains("rpc-big ok 1048576 exited 0"),
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn bridge_carries_1000_concurrent_calls() {
+    let out = testbed_run(&["rpc-many", "1000"]);
+    assert_eq!(out.status, 0, "{out:#?}");
+    assert!(out.stdout.contains("rpc-many ok 1000"), "{out:#?}");
+}
+
+#[test]
+fn bridge_a_cell_may_exit_in_the_middle_of_a_call() {
+    let out = testbed_run(&["rpc-exit-mid-call", "3"]);
+    assert_eq!(out.status, 3, "{out:#?}");
+    assert_no_panic(&out);
+}
+
+#[test]
+fn bridge_pid0_advances_the_epoch() {
+    let out = testbed_run(&["rpc-advance"]);
+    assert_eq!(out.status, 0, "{out:#?}");
+    assert!(out.stdout.contains("advanced to 1"), "{out:#?}");
+}
+
+#[test]
+fn bridge_children_hold_no_bridge() {
+    let out = testbed_run(&["spawn", "--", "rpc-id"]);
+    assert_eq!(out.status, 0, "{out:#?}");
+    assert!(out.stdout.contains("child: exited 1"), "{out:#?}");
+    assert!(
+        out.stdout.contains("error:") || out.stderr.contains("no connection"),
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn bridge_pid0_exports_its_membrane_and_serves_it_while_waiting() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("ww.sock");
+    let mut child = ww()
+        .args([
+            "run",
+            "--rpc-socket",
+            s(&socket),
+            s(&image("testbed")),
+            "rpc-export",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().map(|l| l.unwrap());
+    assert_eq!(first.as_deref(), Some("exported"), "pid0 did not export");
+    // pid0 is now blocked in its own call (status.changed); it must still serve this one.
+    let id = block_on(async {
+        let membrane = connect(&socket).await;
+        let session = graft(&membrane).await;
+        host_id(&session).await
+    });
+    assert_eq!(id.unwrap(), "exported by testbed");
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGHUP) }, 0);
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    assert!(rest.iter().any(|l| l == "epoch advanced to 1"), "{rest:?}");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

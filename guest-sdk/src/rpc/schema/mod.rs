@@ -1,0 +1,15 @@
+//! The Rust the host generated from `capnp/*.capnp`, shared rather than generated again.
+//!
+//! These are the host's committed files (`host/src/rpc/schema/`, written by
+//! `cargo xtask codegen`), included by path: they name each other as
+//! `crate::rpc::schema::<file>_capnp`, which is where this module puts them, so one copy
+//! serves both sides and the guest's types can never drift from the host's.
+
+#![allow(missing_docs, clippy::all, clippy::pedantic, unused_qualifications)]
+
+/// `capnp/host.capnp`: Host, Executor, Process and ByteStream.
+#[path = "../../../../host/src/rpc/schema/host_capnp.rs"]
+pub mod host_capnp;
+/// `capnp/membrane.capnp`: Membrane, Session, Epoch and StatusPoller.
+#[path = "../../../../host/src/rpc/schema/membrane_capnp.rs"]
+pub mod membrane_capnp;
