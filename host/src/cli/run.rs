@@ -9,12 +9,12 @@ use ww::boot;
 use ww::caps::fd::FdGrants;
 use ww::caps::rpc::RpcHost;
 use ww::caps::{CellInfo, DirGrant, Filesystem};
-use ww::executor::Executor;
 use ww::executor::cache::CompileCache;
 use ww::executor::cell::CellConfig;
 use ww::executor::limits::{DEFAULT_MAX_CHILDREN, DEFAULT_MAX_MEMORY, Limits};
 use ww::executor::process::Exit;
 use ww::executor::stdio::Stdio;
+use ww::executor::{Executor, Loaded};
 use ww::image::Image;
 use ww::rpc::{ExecutorGrant, Node, RpcError, RpcServer, RpcSocket};
 use ww::units;
@@ -144,9 +144,6 @@ pub fn main(args: RunArgs) -> Result<u8, Report> {
         .map(|d| d.parse::<DirGrant>())
         .collect::<Result<Vec<_>, _>>()?;
 
-    let image = Image::load(&args.image, &args.layers)?;
-    let filesystem = Filesystem::new(image.root(), &grants)?;
-    let bytes = image.read_entrypoint()?;
     let options = EngineOptions {
         fuel: args.fuel.is_some(),
     };
@@ -156,7 +153,7 @@ pub fn main(args: RunArgs) -> Result<u8, Report> {
         CompileCache::default_dir()
     };
     let executor = Executor::new(&options, cache_dir.as_deref())?;
-    let loaded = executor.load(image.entrypoint(), &bytes)?;
+    let mut booted = Booted::load(&args, &grants, &executor)?;
     // Before the runtime, so that a bad path is ww's error (125) before pid0 starts.
     let mut rpc_socket = args
         .rpc_socket
@@ -170,7 +167,7 @@ pub fn main(args: RunArgs) -> Result<u8, Report> {
         .map_err(|e| {
             miette::miette!(code = "ww::runtime", "cannot start the async runtime: {e}")
         })?;
-    let cell = image.name().to_owned();
+    let cell = booted.image.name().to_owned();
     // Cap'n Proto (capnp-rpc is !Send) runs on this thread's local set, beside the cells.
     let local = tokio::task::LocalSet::new();
     let outcome = local.block_on(&runtime, async {
@@ -180,50 +177,83 @@ pub fn main(args: RunArgs) -> Result<u8, Report> {
             fuel: args.fuel,
             max_children: args.max_children,
         };
-        let info = CellInfo::new(image.name(), filesystem);
         // The node's RPC system: pid0 reaches it through the bridge (ww:host/rpc), local
         // clients through --rpc-socket. Sessions get pid0's executor.
-        let grant = ExecutorGrant::new(executor.clone(), info.clone(), limits, Stdio::host());
-        let node = Node::new(ww::rpc::ephemeral_id(), Some(grant));
+        let grant = |booted: &Booted| {
+            ExecutorGrant::new(executor.clone(), booted.info(), limits, Stdio::host())
+        };
+        let node = Node::new(ww::rpc::ephemeral_id(), Some(grant(&booted)));
         node.epoch.advance_on_sighup().map_err(RpcError::Signal)?;
         let server = RpcServer::start(node);
         if let Some(socket) = rpc_socket.as_mut() {
             socket.serve(server.clone())?;
             tracing::info!("serving the membrane on {}", socket.path().display());
         }
-        let bridge: Arc<dyn RpcHost> = Arc::new(server);
-        let config = CellConfig::new(info)
-            .args(args.args)
-            .env(env)
-            .limits(limits)
-            .fds(fds)
-            .rpc(Some(bridge))
-            .executor(true);
-        let pid0 = executor.spawn(&loaded, config)?;
-        let services = match image.root() {
-            Some(root) => boot::start_services(&executor, root, &limits),
-            None => Vec::new(),
-        };
+        let bridge: Arc<dyn RpcHost> = Arc::new(server.clone());
         let serving = rpc_socket.is_some();
-        let exit = tokio::select! {
-            exit = pid0.wait() => Ok(exit),
-            // With a socket to remove, SIGINT and SIGTERM end ww in order rather than at once.
-            status = terminated(), if serving => {
-                pid0.kill();
-                Err(status)
+        let mut reloads = reload_requests();
+        loop {
+            let config = CellConfig::new(booted.info())
+                .args(args.args.clone())
+                .env(env.clone())
+                .limits(limits)
+                .fds(fds.clone())
+                .rpc(Some(bridge.clone()))
+                .executor(true);
+            let pid0 = executor.spawn(&booted.loaded, config)?;
+            let services = match booted.image.root() {
+                Some(root) => boot::start_services(&executor, root, &limits),
+                None => Vec::new(),
+            };
+            // pid0's end, a signal, or a reload; a reload that fails to load keeps the
+            // running image.
+            let ended = loop {
+                tokio::select! {
+                    exit = pid0.wait() => break BootEnd::Exit(exit),
+                    // With a socket to remove, SIGINT and SIGTERM end ww in order.
+                    status = terminated(), if serving => {
+                        pid0.kill();
+                        break BootEnd::Signal(status);
+                    }
+                    Some(()) = reloads.recv() => match Booted::load(&args, &grants, &executor) {
+                        Ok(next) => {
+                            pid0.kill();
+                            pid0.wait().await;
+                            for service in &services {
+                                service.kill();
+                            }
+                            booted = next;
+                            server.regrant(grant(&booted))?;
+                            let epoch = server.epoch().advance();
+                            tracing::warn!(
+                                epoch,
+                                "image reloaded: pid0 restarted, earlier sessions revoked"
+                            );
+                            break BootEnd::Reloaded;
+                        }
+                        Err(report) => {
+                            eprintln!("{report:?}");
+                            tracing::warn!("reload failed: the running image stays");
+                        }
+                    },
+                }
+            };
+            for service in services {
+                service.kill();
             }
-        };
-        for service in services {
-            service.kill();
+            match ended {
+                BootEnd::Reloaded => continue,
+                BootEnd::Exit(exit) => break Ok::<Result<Exit, u8>, Report>(Ok(exit)),
+                BootEnd::Signal(status) => break Ok(Err(status)),
+            }
         }
-        Ok::<Result<Exit, u8>, Report>(exit)
     });
     // Ends the RPC connections, and with them the children their sessions spawned.
     drop(local);
     // A cell blocked reading stdin leaves a reader behind; do not wait for it.
     runtime.shutdown_background();
     drop(rpc_socket);
-    drop(image);
+    drop(booted);
 
     let exit = match outcome? {
         Ok(exit) => exit,
@@ -232,6 +262,67 @@ pub fn main(args: RunArgs) -> Result<u8, Report> {
     };
     report(&cell, &exit, &args_limits_hint(args.max_memory));
     Ok(exit.status())
+}
+
+/// How one boot of the image ended.
+enum BootEnd {
+    /// pid0 ended.
+    Exit(Exit),
+    /// ww was told to stop; the status to exit with.
+    Signal(u8),
+    /// The image was reloaded and pid0 must boot again.
+    Reloaded,
+}
+
+/// One load of the image: its merged root, and pid0's filesystem and program.
+struct Booted {
+    image: Image,
+    filesystem: Filesystem,
+    loaded: Loaded,
+}
+
+impl Booted {
+    /// Loads IMAGE and its layers as the command line gives them, and compiles (or finds
+    /// compiled) its entrypoint.
+    fn load(args: &RunArgs, grants: &[DirGrant], executor: &Executor) -> Result<Booted, Report> {
+        let image = Image::load(&args.image, &args.layers)?;
+        let filesystem = Filesystem::new(image.root(), grants)?;
+        let bytes = image.read_entrypoint()?;
+        let loaded = executor.load(image.entrypoint(), &bytes)?;
+        Ok(Booted {
+            image,
+            filesystem,
+            loaded,
+        })
+    }
+
+    /// What pid0 is.
+    fn info(&self) -> CellInfo {
+        CellInfo::new(self.image.name(), self.filesystem.clone())
+    }
+}
+
+/// SIGUSR1 to ww: reload the image. Never yields if the handler cannot be installed.
+struct ReloadRequests(Option<tokio::signal::unix::Signal>);
+
+fn reload_requests() -> ReloadRequests {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::user_defined1()) {
+        Ok(signal) => ReloadRequests(Some(signal)),
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGUSR1; the image cannot be reloaded: {e}");
+            ReloadRequests(None)
+        }
+    }
+}
+
+impl ReloadRequests {
+    async fn recv(&mut self) -> Option<()> {
+        match &mut self.0 {
+            Some(signal) => signal.recv().await,
+            None => std::future::pending().await,
+        }
+    }
 }
 
 /// Resolves when ww receives SIGINT or SIGTERM, with the status it then exits with (130 or

@@ -104,26 +104,40 @@ pub(crate) struct SpawnerState {
     pub fds: FdGrants,
 }
 
+impl SpawnerState {
+    fn new(grant: ExecutorGrant) -> SpawnerState {
+        SpawnerState {
+            spawner: Spawner {
+                executor: Some(grant.executor),
+                limits: grant.limits,
+                stdio: grant.stdio,
+                // The sessions' children: killed when the grant is replaced or the node's
+                // RPC system ends.
+                children: Children::default(),
+            },
+            info: grant.info,
+            // Cap'n Proto cannot pass fds: children spawned through it get none.
+            fds: FdGrants::default(),
+        }
+    }
+}
+
 impl NodeState {
     pub(crate) fn new(node: Node) -> NodeState {
-        let spawner = node.executor.map(|grant| {
-            RefCell::new(SpawnerState {
-                spawner: Spawner {
-                    executor: Some(grant.executor),
-                    limits: grant.limits,
-                    stdio: grant.stdio,
-                    // The session's children: killed when the node's RPC system ends.
-                    children: Children::default(),
-                },
-                info: grant.info,
-                // Cap'n Proto cannot pass fds: children spawned through it get none.
-                fds: FdGrants::default(),
-            })
-        });
         NodeState {
             id: node.id,
             epoch: node.epoch,
-            spawner,
+            spawner: node
+                .executor
+                .map(|grant| RefCell::new(SpawnerState::new(grant))),
+        }
+    }
+
+    /// Hands sessions a new cell's executor power (after the image was reloaded), killing
+    /// the children spawned through the old one.
+    pub(crate) fn regrant(&self, grant: ExecutorGrant) {
+        if let Some(spawner) = &self.spawner {
+            *spawner.borrow_mut() = SpawnerState::new(grant);
         }
     }
 

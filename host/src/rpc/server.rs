@@ -18,7 +18,7 @@ use tokio_util::compat::{TokioAsyncReadCompatExt as _, TokioAsyncWriteCompatExt 
 
 use super::RpcError;
 use super::epoch::Epoch;
-use super::node::{MembraneServer, Node, NodeState};
+use super::node::{ExecutorGrant, MembraneServer, Node, NodeState};
 use super::schema::membrane_capnp::membrane;
 use crate::executor::limits::MAX_PROGRAM_BYTES;
 
@@ -43,11 +43,16 @@ pub fn reader_options() -> ReaderOptions {
 trait Stream: AsyncRead + AsyncWrite + Send {}
 impl<T: AsyncRead + AsyncWrite + Send> Stream for T {}
 
-/// A connection handed to the local set.
-struct Incoming {
-    stream: Pin<Box<dyn Stream>>,
-    /// Whether the peer's own bootstrap capability becomes the membrane the node serves.
-    export: bool,
+/// What the handles send the local set.
+enum Incoming {
+    /// A connection to serve.
+    Connection {
+        stream: Pin<Box<dyn Stream>>,
+        /// Whether the peer's own bootstrap capability becomes the membrane the node serves.
+        export: bool,
+    },
+    /// A new executor power for sessions (the image was reloaded).
+    Regrant(ExecutorGrant),
 }
 
 /// A handle on the node's RPC system. Cheap to clone, `Send`; every clone serves the same
@@ -100,7 +105,16 @@ impl RpcServer {
 
     fn hand_over(&self, stream: Pin<Box<dyn Stream>>, export: bool) -> Result<(), RpcError> {
         self.connections
-            .send(Incoming { stream, export })
+            .send(Incoming::Connection { stream, export })
+            .map_err(|_| RpcError::Stopped)
+    }
+
+    /// Gives later sessions `grant` as their executor power instead of the one the node
+    /// started with, and kills the children spawned through the old one. Sessions grafted
+    /// before should be revoked too: advance the epoch.
+    pub fn regrant(&self, grant: ExecutorGrant) -> Result<(), RpcError> {
+        self.connections
+            .send(Incoming::Regrant(grant))
             .map_err(|_| RpcError::Stopped)
     }
 
@@ -116,10 +130,17 @@ type Exported = Rc<RefCell<Option<(u64, membrane::Client)>>>;
 /// Runs on the local set: starts one RPC system per stream handed over.
 async fn accept(node: Node, mut incoming: mpsc::UnboundedReceiver<Incoming>) {
     let state = Rc::new(NodeState::new(node));
-    let own: membrane::Client = capnp_rpc::new_client(MembraneServer::new(state));
+    let own: membrane::Client = capnp_rpc::new_client(MembraneServer::new(state.clone()));
     let exported: Exported = Rc::new(RefCell::new(None));
     let mut next: u64 = 0;
-    while let Some(Incoming { stream, export }) = incoming.recv().await {
+    while let Some(message) = incoming.recv().await {
+        let (stream, export) = match message {
+            Incoming::Connection { stream, export } => (stream, export),
+            Incoming::Regrant(grant) => {
+                state.regrant(grant);
+                continue;
+            }
+        };
         next += 1;
         // A peer gets the membrane the node serves now: the one a cell exported, if any.
         // The exporting cell itself always gets the node's own.

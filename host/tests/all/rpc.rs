@@ -554,3 +554,80 @@ fn bridge_pid0_exports_its_membrane_and_serves_it_while_waiting() {
     assert!(rest.iter().any(|l| l == "epoch advanced to 1"), "{rest:?}");
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn reloading_the_image_restarts_pid0_and_revokes_earlier_sessions() {
+    // The image is a private copy, so the test can break and mend it.
+    let img = tempfile::tempdir().unwrap();
+    let wasm = std::fs::read(image("testbed").join("bin/main.wasm")).unwrap();
+    std::fs::create_dir_all(img.path().join("bin")).unwrap();
+    std::fs::write(img.path().join("bin/main.wasm"), &wasm).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("ww.sock");
+    let mut child = ww()
+        .args([
+            "-v",
+            "run",
+            "--rpc-socket",
+            s(&socket),
+            s(img.path()),
+            "block",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "no socket");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let usr1 = |child: &Child| {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) }, 0);
+    };
+    block_on(async {
+        let membrane = connect(&socket).await;
+        let old = graft(&membrane).await;
+        host_id(&old).await.unwrap();
+
+        // A reload that cannot load keeps the running image, and every session.
+        std::fs::remove_file(img.path().join("bin/main.wasm")).unwrap();
+        usr1(&child);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        host_id(&old)
+            .await
+            .expect("a failed reload must not revoke anything");
+
+        // A reload that loads restarts pid0 and advances the epoch.
+        std::fs::write(img.path().join("bin/main.wasm"), &wasm).unwrap();
+        usr1(&child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match host_id(&old).await {
+                Err(_) => break,
+                Ok(_) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the reload never revoked the session"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        assert_stale(host_id(&old).await);
+        let new = graft(&membrane).await;
+        host_id(&new).await.unwrap();
+    });
+    drop(child.stdin.take());
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("no bin/main.wasm"),
+        "the failed reload is reported: {stderr}"
+    );
+    assert!(stderr.contains("image reloaded"), "{stderr}");
+}
