@@ -12,6 +12,10 @@
 //!   cache, processes, stdio, and the `ww:host/executor` interface for spawning children;
 //! - [`boot`] starts an image's services beside pid0;
 //! - [`units`] parses sizes and durations;
+//! - [`ipfs`] fetches `/ipfs` and `/ipns` images (verified against their CIDs, cached on
+//!   disk) and adds content for `ww export` (it uses nothing else in the crate);
+//! - [`native`] finds native programs (ELF, `#!`, Go-style `bin/{os}_{arch}/`) and runs them
+//!   as jailed subprocesses (it uses only `fds`);
 //! - [`rpc`] serves the node over Cap'n Proto: the schemas, the membrane and its epoch,
 //!   Host/Executor/Process/ByteStream, and `--rpc-socket`.
 //!
@@ -27,6 +31,8 @@ pub mod caps;
 pub mod executor;
 pub mod fds;
 pub mod image;
+pub mod ipfs;
+pub mod native;
 pub mod rpc;
 pub mod units;
 pub mod wasm;

@@ -13,6 +13,7 @@ mod bench;
 mod bench_rpc;
 mod codegen;
 mod images;
+mod ipfs_node;
 mod test;
 mod util;
 

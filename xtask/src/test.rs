@@ -8,7 +8,10 @@
 //! 3. codegen: `cargo xtask codegen --check`;
 //! 4. guest unit tests: the tests of `guest-sdk` and the guests, built for the machine's
 //!    own target;
-//! 5. workspace tests: `cargo test --workspace ARGS`;
+//! 5. workspace tests: `cargo test --workspace ARGS`, with a real IPFS node (js-ipfs from
+//!    `tests/ipfs-node/`, installed with `npm ci` when missing, see `ipfs_node`) running
+//!    offline on 127.0.0.1 and named by `WW_TEST_IPFS`; without node and npm a warning, and
+//!    the IPFS tests skip. The node is stopped afterwards;
 //! 6. Python interop tests: pycapnp clients against `ww run --rpc-socket` (`tests/python/`),
 //!    in a virtualenv at `target/pyenv` created (with pycapnp and pytest) when missing;
 //!    skipped with a warning only when `python3 -m venv` is unavailable. Their pytest counts
@@ -21,7 +24,7 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{codegen, images, util};
+use crate::{codegen, images, ipfs_node, util};
 
 /// Runs every step; `extra` goes to `cargo test --workspace`.
 pub fn run(extra: &[&str]) -> Result<()> {
@@ -59,11 +62,23 @@ pub fn run(extra: &[&str]) -> Result<()> {
     record("guest unit tests", guest_tests(&root, &mut counts));
 
     header(5, steps, "workspace tests (cargo test --workspace)");
+    let node = match ipfs_node::start(&root) {
+        Ok(node) => node,
+        Err(err) => {
+            record("ipfs test node", Err(err));
+            None
+        }
+    };
     let mut test = Command::new(util::cargo());
     test.current_dir(&root)
         .args(["test", "--workspace"])
         .args(extra);
+    match &node {
+        Some(node) => test.env("WW_TEST_IPFS", &node.api),
+        None => test.env_remove("WW_TEST_IPFS"),
+    };
     let (workspace, result) = util::run_tests(&mut test, util::TestCounts::of_cargo_line);
+    drop(node);
     counts.merge(workspace);
     record("workspace tests", result);
 

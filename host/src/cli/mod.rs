@@ -3,7 +3,9 @@
 //! Exit status: a cell's own exit code; 134 when it traps; 125 when `ww` itself fails (a bad
 //! flag, a missing image, a binary it cannot run), as `docker run` does.
 
+mod export;
 mod fd;
+mod ipfs;
 mod logging;
 mod run;
 
@@ -33,7 +35,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Boot IMAGE as pid0; ARGS go to the cell.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
+    /// Add a file or directory to IPFS and print its /ipfs/<cid>.
+    Export(export::ExportArgs),
 }
 
 /// Renders diagnostics for a person on a terminal, and unwrapped (one line per message,
@@ -62,7 +66,8 @@ pub fn main() -> ExitCode {
     logging::init(cli.verbose, cli.quiet);
     install_error_renderer();
     let result = match cli.command {
-        Command::Run(args) => run::main(args),
+        Command::Run(args) => run::main(*args),
+        Command::Export(args) => export::main(args),
     };
     match result {
         Ok(status) => ExitCode::from(status),

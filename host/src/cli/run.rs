@@ -20,6 +20,8 @@ use ww::rpc::{ExecutorGrant, Node, RpcError, RpcServer, RpcSocket};
 use ww::units;
 use ww::wasm::EngineOptions;
 
+mod native;
+
 /// `ww run [OPTIONS] <IMAGE> [ARGS]...`
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -57,6 +59,9 @@ pub struct RunArgs {
     #[command(flatten)]
     fds: super::fd::FdArgs,
 
+    #[command(flatten)]
+    ipfs: super::ipfs::IpfsArgs,
+
     /// Compile without the on-disk cache of compiled programs (see WW_CACHE_DIR).
     #[arg(long)]
     no_cache: bool,
@@ -66,7 +71,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     rpc_socket: Option<PathBuf>,
 
-    /// The image: a directory holding bin/main.wasm, or a .wasm file.
+    /// The image: a directory holding bin/main.wasm, or a .wasm file; or a native program
+    /// (an ELF file, a `#!` script, or a directory whose bin/ holds them; see README).
     #[arg(value_name = "IMAGE")]
     image: PathBuf,
 
@@ -118,7 +124,7 @@ fn environment(ww_env: Option<&str>, flags: &[String]) -> Result<Vec<(String, St
 }
 
 /// Runs `ww run`, returning the cell's exit status.
-pub fn main(args: RunArgs) -> Result<u8, Report> {
+pub fn main(mut args: RunArgs) -> Result<u8, Report> {
     // First, before the engine or the runtime open fds of their own: a grant names an fd by
     // number, and only fds ww inherited may answer to it.
     let plan = args.fds.plan()?;
@@ -136,6 +142,13 @@ pub fn main(args: RunArgs) -> Result<u8, Report> {
     for (key, value) in plan.env() {
         env.retain(|(k, _)| *k != key);
         env.push((key, value));
+    }
+    // An /ipfs or /ipns IMAGE or --layer becomes its verified, cached local copy (after the
+    // fd plan: a connection to the daemon is an fd of ww's own).
+    args.ipfs.localize(&mut args.image, &mut args.layers)?;
+    // A native program (ELF, `#!` script, or a bin/{os}_{arch}/ image) runs in a jail.
+    if let Some(program) = ww::native::detect(&args.image)? {
+        return native::main(&args, program, env, plan.into_grants());
     }
     let fds = FdGrants::from_grants(plan.into_grants());
     let grants = args

@@ -1,0 +1,85 @@
+//! `--ipfs`, and turning `/ipfs` and `/ipns` IMAGE and `--layer` paths into local ones (in
+//! ww's cache) before the image is loaded.
+
+use std::path::{Path, PathBuf};
+
+use miette::Report;
+use ww::executor::cache::CompileCache;
+use ww::ipfs::client::DEFAULT_TIMEOUT;
+use ww::ipfs::{Endpoint, Ipfs, IpfsError, IpfsPath};
+
+/// The IPFS daemon to talk to.
+#[derive(Debug, Clone, clap::Args)]
+pub struct IpfsArgs {
+    /// The IPFS daemon's HTTP RPC endpoint, a multiaddr (default
+    /// /dns4/localhost/tcp/5001/http). WW_IPFS overrides it.
+    #[arg(long = "ipfs", value_name = "MULTIADDR")]
+    pub ipfs: Option<String>,
+}
+
+impl IpfsArgs {
+    /// A client of the chosen daemon, with ww's IPFS cache.
+    pub fn connect(&self) -> Result<Ipfs, Report> {
+        let env = std::env::var("WW_IPFS").ok();
+        let endpoint = Endpoint::choose(self.ipfs.as_deref(), env.as_deref())?;
+        let timeout = match std::env::var("WW_IPFS_TIMEOUT") {
+            Ok(value) => ww::units::parse_duration(&value).map_err(|e| {
+                miette::miette!(
+                    code = "ww::ipfs::timeout",
+                    help = "write a duration such as 500ms, 10s or 2m",
+                    "bad WW_IPFS_TIMEOUT `{value}`: {e}"
+                )
+            })?,
+            Err(_) => DEFAULT_TIMEOUT,
+        };
+        Ok(Ipfs::new(endpoint, timeout, &cache_dir())?)
+    }
+
+    /// Replaces each `/ipfs/…` or `/ipns/…` in `image` and `layers` by the local path of its
+    /// fetched, verified and cached content. Other paths are left alone (they are local).
+    pub fn localize(&self, image: &mut PathBuf, layers: &mut [PathBuf]) -> Result<(), Report> {
+        let mut ipfs = None;
+        let only_layer = layers.is_empty();
+        for (i, path) in std::iter::once(&mut *image)
+            .chain(layers.iter_mut())
+            .enumerate()
+        {
+            let Some(parsed) = IpfsPath::from_path(path) else {
+                continue;
+            };
+            if ipfs.is_none() {
+                ipfs = Some(self.connect()?);
+            }
+            let Some(client) = ipfs.as_ref() else {
+                continue;
+            };
+            let local = client.fetch(&parsed)?;
+            tracing::debug!(from = %parsed, to = %local.display(), "IPFS path fetched");
+            if i == 0 && only_layer && local.is_dir() && !runnable(&local) {
+                return Err(IpfsError::NoExecutable {
+                    path: parsed.to_string(),
+                }
+                .into());
+            }
+            *path = local;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a directory image has something to run: bin/main.wasm, or a bin/ for a native
+/// program (whose choice is the native module's).
+fn runnable(dir: &Path) -> bool {
+    dir.join("bin/main.wasm").is_file() || dir.join("bin").is_dir()
+}
+
+/// `$WW_CACHE_DIR/ipfs` (else under XDG or ~/.cache, as for compiled programs), else a
+/// directory of this user's under the temporary directory.
+fn cache_dir() -> PathBuf {
+    CompileCache::default_dir()
+        .unwrap_or_else(|| {
+            let uid = rustix::process::geteuid().as_raw();
+            std::env::temp_dir().join(format!("ww-cache-{uid}"))
+        })
+        .join("ipfs")
+}
