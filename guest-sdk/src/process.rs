@@ -33,6 +33,8 @@
 //!   each one the spawner holds (see [`crate::fd::names`]), optionally under another name
 //!   or narrowed to a mode that does less.
 //! - **Executor**: only with [`Command::executor`]`(true)`.
+//! - **IPFS** ([`mod@crate::ipfs`]): only with [`Command::ipfs`]`(true)`, and only when the
+//!   spawner holds it.
 //! - **Limits** ([`Command::max_memory`], [`Command::timeout`], [`Command::fuel`],
 //!   [`Command::max_children`]): unset ones are the spawner's own; set ones may only be
 //!   tighter.
@@ -305,7 +307,7 @@ impl From<raw::SpawnError> for SpawnError {
 ///
 /// By default the child gets no arguments besides `argv[0]` (the program's file name
 /// without `.wasm`, or `child` for bytes), no environment, the spawner's own stdio, no
-/// directories, no file descriptors, no executor and the spawner's own limits.
+/// directories, no file descriptors, no executor, no IPFS and the spawner's own limits.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -338,6 +340,7 @@ pub struct Command {
     directories: Vec<DirGrant>,
     fds: Vec<FdPass>,
     executor: bool,
+    ipfs: bool,
     max_memory: Option<u64>,
     timeout_ms: Option<u64>,
     fuel: Option<u64>,
@@ -362,6 +365,7 @@ impl fmt::Debug for Command {
             .field("directories", &self.directories)
             .field("fds", &self.fds)
             .field("executor", &self.executor)
+            .field("ipfs", &self.ipfs)
             .field("max_memory", &self.max_memory)
             .field("timeout_ms", &self.timeout_ms)
             .field("fuel", &self.fuel)
@@ -388,6 +392,7 @@ impl Command {
             directories: Vec::new(),
             fds: Vec::new(),
             executor: false,
+            ipfs: false,
             max_memory: None,
             timeout_ms: None,
             fuel: None,
@@ -539,6 +544,13 @@ impl Command {
         self
     }
 
+    /// Whether the child gets this cell's IPFS capability ([`mod@crate::ipfs`]). The spawn
+    /// is refused with [`SpawnError::NotPermitted`] when this cell holds none. Default: no.
+    pub fn ipfs(&mut self, ipfs: bool) -> &mut Command {
+        self.ipfs = ipfs;
+        self
+    }
+
     /// Caps the child's linear memory, in bytes over all its memories.
     pub fn max_memory(&mut self, bytes: u64) -> &mut Command {
         self.max_memory = Some(bytes);
@@ -597,6 +609,7 @@ impl Command {
                 })
                 .collect(),
             executor: self.executor,
+            ipfs: self.ipfs,
             limits: raw::Limits {
                 max_memory: self.max_memory,
                 timeout_ms: self.timeout_ms,

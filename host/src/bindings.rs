@@ -10,6 +10,8 @@ wasmtime::component::bindgen!({
         "ww:host/executor.[method]process.wait": async | trappable,
         "ww:host/executor": trappable,
         "ww:host/cell.exit": trappable,
+        // The IPFS client blocks: its calls run on the blocking pool, awaited.
+        "ww:host/ipfs": async,
     },
     with: {
         "wasi:io": wasmtime_wasi::p2::bindings::io,

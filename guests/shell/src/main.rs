@@ -7,7 +7,8 @@
 //!
 //! Commands: `help`, `echo ARGS... [> FILE]`, `ls [PATH]`, `cat PATH...`, `env`,
 //! `exit [N]`, and for child cells `run PATH [ARGS...] [&]`, `A ARGS... | B ARGS...`, `ps`,
-//! `kill ID` and `wait [ID]` (see [`HELP`]). A failing command prints `shell: ...` on stderr
+//! `kill ID` and `wait [ID]`, and for IPFS `ipfs cat PATH`, `ipfs ls PATH` and
+//! `ipfs add FILE` (see [`HELP`]). A failing command prints `shell: ...` on stderr
 //! and the shell goes on; at end of input it exits 0. It exits 1 only when it cannot write
 //! its stdout.
 //!
@@ -39,6 +40,9 @@ commands:
   ps                      list jobs: ID, status (running, or how it ended), name
   kill ID                 end job ID
   wait [ID]               wait for job ID (default: every job), print its status, forget it
+  ipfs cat PATH           print the IPFS file at PATH (/ipfs/<cid>[/path], /ipns/<name>[/path])
+  ipfs ls PATH            list the IPFS directory at PATH: name (directories end in /), size
+  ipfs add FILE           add FILE (from this shell's filesystem) to IPFS, print /ipfs/<cid>
 Words are split at spaces; \"double quotes\" keep spaces (and > & |) together.
 ";
 
@@ -222,6 +226,7 @@ impl Shell {
             "ps" => self.ps(&args, out),
             "kill" => self.kill(&args),
             "wait" => self.wait(&args, out),
+            "ipfs" => ipfs(&args, out),
             other => {
                 report(format_args!("unknown command: {other} (try help)"));
                 Ok(())
@@ -590,6 +595,45 @@ fn cat(args: &[&Word], out: &mut impl Write) -> io::Result<()> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// `ipfs cat PATH`, `ipfs ls PATH`, `ipfs add FILE`
+fn ipfs(args: &[&Word], out: &mut impl Write) -> io::Result<()> {
+    let texts: Vec<&str> = args.iter().map(|w| w.text.as_str()).collect();
+    let failed = |e: &dyn std::fmt::Display| report(format_args!("ipfs: {e}"));
+    match texts.as_slice() {
+        ["cat", path] => match ww::ipfs::cat(path) {
+            Ok(bytes) => out.write_all(&bytes)?,
+            Err(e) => failed(&e),
+        },
+        ["ls", path] => match ww::ipfs::ls(path) {
+            Ok(entries) => {
+                let names: Vec<String> = entries
+                    .iter()
+                    .map(|e| match e.kind {
+                        ww::ipfs::Kind::Directory => format!("{}/", e.name),
+                        ww::ipfs::Kind::File => e.name.clone(),
+                    })
+                    .collect();
+                let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+                for (name, entry) in names.iter().zip(&entries) {
+                    writeln!(out, "{name:<width$}  {}", entry.size)?;
+                }
+            }
+            Err(e) => failed(&e),
+        },
+        ["add", file] => match fs::read(file) {
+            Ok(bytes) => match ww::ipfs::add(&bytes) {
+                Ok(path) => writeln!(out, "{path}")?,
+                Err(e) => failed(&e),
+            },
+            Err(e) => report(format_args!("ipfs: {file}: {e}")),
+        },
+        _ => report(format_args!(
+            "ipfs: usage: ipfs cat PATH | ipfs ls PATH | ipfs add FILE"
+        )),
     }
     Ok(())
 }

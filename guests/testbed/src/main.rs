@@ -40,10 +40,12 @@
 //!   `epoch advanced to N`;
 //! - `rpc-exit-mid-call CODE`: exits with CODE while a `status.changed` call is in flight;
 //! - `rpc-advance`: advances the membrane's epoch, prints `advanced to N`;
+//! - `ipfs-cat PATH`: prints the IPFS file at PATH ([`ww::ipfs::cat`]);
+//! - `ipfs-add TEXT`: adds TEXT to IPFS, prints its `/ipfs/<cid>`;
 //! - `rpc-bench N`: times N sequential `host.id()` calls and N at once, printing
 //!   `rpc-bench rtt_p50_us=… rtt_p99_us=… pipelined_per_sec=…` (for `cargo xtask bench`).
 //!
-//! Usage errors and failed `ls`/`write`/`fd-*`/`idle`/`rpc-*` exit 1, the failures printed on
+//! Usage errors and failed `ls`/`write`/`fd-*`/`idle`/`rpc-*`/`ipfs-*` exit 1, the failures printed on
 //! stdout as `error: <why>`; an unknown mode exits 2.
 
 use std::fs;
@@ -64,12 +66,12 @@ usage: testbed MODE [ARGS...]
   spin | hog | trap | exit N | storm | kill | ls PATH | write PATH TEXT | dirs
   spawn [--dir PATH[:AT]] [--ro-dir PATH[:AT]] [--fd NAME[:CHILD_NAME][:r|w|rw]]
         [--timeout-ms N] [--max-memory N] [--fuel N] [--max-children N] [--executor]
-        [--path P] -- CHILD_ARGS...
+        [--ipfs] [--path P] -- CHILD_ARGS...
   fd-names | fd-read NAME | fd-write NAME TEXT | fd-size NAME
   fd-read-at NAME OFFSET LEN | fd-write-at NAME OFFSET TEXT
   ping | block | bench-spawn N [path|bytes] | idle N
   rpc-id | rpc-big | rpc-many N | rpc-export | rpc-exit-mid-call CODE | rpc-advance
-  rpc-bench N
+  rpc-bench N | ipfs-cat PATH | ipfs-add TEXT
 ";
 
 fn main() {
@@ -107,6 +109,19 @@ fn main() {
         ["rpc-exit-mid-call", code] => rpc::exit_mid_call(code),
         ["rpc-advance"] => rpc::advance(),
         ["rpc-bench", n] => rpc::bench(n),
+        ["ipfs-cat", path] => match ww::ipfs::cat(path) {
+            Ok(bytes) => {
+                let mut out = io::stdout().lock();
+                if let Err(e) = out.write_all(&bytes).and_then(|()| out.flush()) {
+                    error(&format!("ipfs-cat: {e}"));
+                }
+            }
+            Err(e) => error(&format!("ipfs-cat: {e}")),
+        },
+        ["ipfs-add", text] => match ww::ipfs::add(text.as_bytes()) {
+            Ok(path) => say(&path),
+            Err(e) => error(&format!("ipfs-add: {e}")),
+        },
         _ => {
             let _ = io::stderr().write_all(USAGE.as_bytes());
             ww::exit(2);
@@ -261,6 +276,9 @@ fn spawn(args: &[&str]) -> ! {
             }
             "--executor" => {
                 command.executor(true);
+            }
+            "--ipfs" => {
+                command.ipfs(true);
             }
             "--path" => {
                 value(); // already taken

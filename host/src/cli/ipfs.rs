@@ -20,6 +20,19 @@ pub struct IpfsArgs {
 impl IpfsArgs {
     /// A client of the chosen daemon, with ww's IPFS cache.
     pub fn connect(&self) -> Result<Ipfs, Report> {
+        let (endpoint, timeout) = self.endpoint()?;
+        Ok(Ipfs::new(endpoint, timeout, &cache_dir())?)
+    }
+
+    /// The same, touching nothing until used (the cache is created and checked then): for
+    /// pid0's IPFS capability, which most runs never use.
+    pub fn deferred(&self) -> Result<Ipfs, Report> {
+        let (endpoint, timeout) = self.endpoint()?;
+        Ok(Ipfs::deferred(endpoint, timeout, &cache_dir()))
+    }
+
+    /// The endpoint (`--ipfs`, `WW_IPFS`) and the timeout per answer (`WW_IPFS_TIMEOUT`).
+    fn endpoint(&self) -> Result<(Endpoint, std::time::Duration), Report> {
         let env = std::env::var("WW_IPFS").ok();
         let endpoint = Endpoint::choose(self.ipfs.as_deref(), env.as_deref())?;
         let timeout = match std::env::var("WW_IPFS_TIMEOUT") {
@@ -32,7 +45,7 @@ impl IpfsArgs {
             })?,
             Err(_) => DEFAULT_TIMEOUT,
         };
-        Ok(Ipfs::new(endpoint, timeout, &cache_dir())?)
+        Ok((endpoint, timeout))
     }
 
     /// Replaces each `/ipfs/…` or `/ipns/…` in `image` and `layers` by the local path of its

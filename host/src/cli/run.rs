@@ -145,12 +145,26 @@ pub fn main(mut args: RunArgs) -> Result<u8, Report> {
     }
     // An /ipfs or /ipns IMAGE or --layer becomes its verified, cached local copy (after the
     // fd plan: a connection to the daemon is an fd of ww's own).
+    let from_ipfs = args
+        .image
+        .to_str()
+        .and_then(ww::ipfs::path::IpfsPath::parse)
+        .is_some();
     args.ipfs.localize(&mut args.image, &mut args.layers)?;
     // A native program (ELF, `#!` script, or a bin/{os}_{arch}/ image) runs in a jail.
     if let Some(program) = ww::native::detect(&args.image)? {
-        return native::main(&args, program, env, plan.into_grants());
+        return native::main(&args, program, env, plan.into_grants(), from_ipfs);
     }
     let fds = FdGrants::from_grants(plan.into_grants());
+    // pid0 holds the node's IPFS (ww:host/ipfs). Nothing is contacted or created until a
+    // cell uses it; a bad endpoint leaves pid0 without it rather than failing the run.
+    let ipfs = match args.ipfs.deferred() {
+        Ok(ipfs) => Some(Arc::new(ipfs)),
+        Err(report) => {
+            tracing::warn!("pid0 holds no IPFS capability: {report}");
+            None
+        }
+    };
     let grants = args
         .dirs
         .iter()
@@ -212,6 +226,7 @@ pub fn main(mut args: RunArgs) -> Result<u8, Report> {
                 .limits(limits)
                 .fds(fds.clone())
                 .rpc(Some(bridge.clone()))
+                .ipfs(ipfs.clone())
                 .executor(true);
             let pid0 = executor.spawn(&booted.loaded, config)?;
             let services = match booted.image.root() {

@@ -19,8 +19,10 @@ use super::limits::{LimitExceeded, Limits, MemoryLimiter};
 use super::process::{Children, Exit};
 use super::stdio::Stdio;
 use crate::caps::fd::{FdGrants, FdView};
+use crate::caps::ipfs::IpfsView;
 use crate::caps::rpc::{RpcHost, RpcView};
 use crate::caps::{self, CellInfo, DirGrantError};
+use crate::ipfs::Ipfs;
 
 /// A cell that could not be started.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -77,7 +79,7 @@ pub enum CellError {
 }
 
 /// Everything a cell is given: identity and filesystem, arguments, environment, stdio,
-/// limits, and whether it holds an executor.
+/// limits, and whether it holds an executor, fds, the RPC bridge and IPFS.
 #[derive(Clone)]
 pub struct CellConfig {
     info: CellInfo,
@@ -88,6 +90,7 @@ pub struct CellConfig {
     executor: bool,
     fds: FdGrants,
     rpc: Option<Arc<dyn RpcHost>>,
+    ipfs: Option<Arc<Ipfs>>,
 }
 
 impl CellConfig {
@@ -104,7 +107,14 @@ impl CellConfig {
             executor: false,
             fds: FdGrants::default(),
             rpc: None,
+            ipfs: None,
         }
+    }
+
+    /// Gives the cell IPFS (`ww:host/ipfs`), through this client and cache, or not.
+    pub fn ipfs(mut self, ipfs: Option<Arc<Ipfs>>) -> CellConfig {
+        self.ipfs = ipfs;
+        self
     }
 
     /// Gives the cell the Cap'n Proto bridge to the node (`ww:host/rpc`), or not.
@@ -183,6 +193,9 @@ pub(crate) struct Spawner {
     pub stdio: Stdio,
     /// Its live children, killed when the cell ends.
     pub children: Children,
+    /// The cell's IPFS, when it holds it: served to the cell (`ww:host/ipfs`) and passed on
+    /// to the children it asks it for.
+    pub ipfs: Option<Arc<Ipfs>>,
 }
 
 /// What a component cell's store holds.
@@ -223,6 +236,9 @@ pub(crate) fn component_linker(engine: &Engine) -> wasmtime::Result<ComponentLin
     caps::rpc::add_to_linker(&mut linker, |state: &mut CellState| RpcView {
         table: &mut state.table,
         host: state.rpc.as_ref(),
+    })?;
+    caps::ipfs::add_to_linker(&mut linker, |state: &mut CellState| IpfsView {
+        ipfs: state.spawner.ipfs.as_ref(),
     })?;
     super::host::add_to_linker(&mut linker)?;
     Ok(linker)
@@ -279,6 +295,7 @@ pub(crate) fn prepare_component(
             limits: config.limits,
             stdio: config.stdio,
             children: Children::default(),
+            ipfs: config.ipfs,
         },
         info: config.info,
         fds: config.fds,

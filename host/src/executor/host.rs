@@ -3,7 +3,7 @@
 //! [`ExecutorView::spawn`] is the one place a spawn request is checked against what the
 //! spawner holds: its executor, its live-children cap, its limits (a child's may only be
 //! tighter), its directories (a child gets a subset, optionally narrowed to read-only), its
-//! fd grants (likewise) and the size cap on programs.
+//! fd grants (likewise), its IPFS (passed on only when held) and the size cap on programs.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -158,6 +158,16 @@ pub(crate) fn spawn_child(
         other => E::NotPermitted(other.to_string()),
     })?;
 
+    let ipfs = match (options.ipfs, &spawner.ipfs) {
+        (false, _) => None,
+        (true, Some(ipfs)) => Some(ipfs.clone()),
+        (true, None) => {
+            return Err(E::NotPermitted(
+                "this cell holds no IPFS capability to pass on".into(),
+            ));
+        }
+    };
+
     let read_error = |e: ReadError| match e {
         ReadError::NotFound(p) => E::NotFound(p),
         ReadError::TooLarge(n) => E::TooLarge(n),
@@ -200,6 +210,7 @@ pub(crate) fn spawn_child(
         .stdio(stdio)
         .limits(limits)
         .fds(fds)
+        .ipfs(ipfs)
         .executor(options.executor);
     let process = executor
         .spawn(&loaded, config)

@@ -7,6 +7,7 @@
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use cid::Cid;
 
@@ -16,32 +17,36 @@ use super::IpfsError;
 #[derive(Debug, Clone)]
 pub struct Cache {
     dir: PathBuf,
+    /// Whether `dir` was created or checked (and how that failed), once.
+    checked: Arc<OnceLock<Result<(), (&'static str, String)>>>,
 }
 
 impl Cache {
     /// The cache in `dir` (created 0700 when missing).
     pub fn open(dir: &Path) -> Result<Cache, IpfsError> {
-        let io = |action| {
-            let path = dir.to_path_buf();
-            move |source| IpfsError::Io {
-                action,
-                path,
-                source,
-            }
-        };
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io("create"))?;
-        let meta = fs::metadata(dir).map_err(io("read"))?;
-        if meta.uid() != rustix::process::geteuid().as_raw() || meta.mode() & 0o022 != 0 {
-            return Err(io("use")(std::io::Error::other(
-                "the directory is not ours or others can write to it",
-            )));
-        }
-        Ok(Cache {
+        let cache = Cache::deferred(dir);
+        cache.check()?;
+        Ok(cache)
+    }
+
+    /// The cache in `dir`, created and checked only when first used (by [`Cache::get`],
+    /// which finds nothing if the check fails, or [`Cache::put`], which reports it).
+    pub fn deferred(dir: &Path) -> Cache {
+        Cache {
             dir: dir.to_path_buf(),
+            checked: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Creates `dir` when missing and checks that it is ours and private, once.
+    fn check(&self) -> Result<(), IpfsError> {
+        let checked = self
+            .checked
+            .get_or_init(|| create(&self.dir).map_err(|(action, e)| (action, e.to_string())));
+        checked.clone().map_err(|(action, detail)| IpfsError::Io {
+            action,
+            path: self.dir.clone(),
+            source: std::io::Error::other(detail),
         })
     }
 
@@ -53,6 +58,7 @@ impl Cache {
 
     /// The entry for `cid`, if it was fetched before.
     pub fn get(&self, cid: &Cid) -> Option<PathBuf> {
+        self.check().ok()?;
         let entry = self.entry(cid);
         fs::symlink_metadata(&entry).is_ok().then_some(entry)
     }
@@ -64,6 +70,7 @@ impl Cache {
         cid: &Cid,
         build: impl FnOnce(&Path) -> Result<(), IpfsError>,
     ) -> Result<PathBuf, IpfsError> {
+        self.check()?;
         let tmp = tempfile::Builder::new()
             .prefix(".fetch-")
             .tempdir_in(&self.dir)
@@ -86,4 +93,21 @@ impl Cache {
         }
         Ok(entry)
     }
+}
+
+/// Creates `dir` 0700 when missing; refuses one that is not ours or that others can write.
+fn create(dir: &Path) -> Result<(), (&'static str, std::io::Error)> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| ("create", e))?;
+    let meta = fs::metadata(dir).map_err(|e| ("read", e))?;
+    if meta.uid() != rustix::process::geteuid().as_raw() || meta.mode() & 0o022 != 0 {
+        return Err((
+            "use",
+            std::io::Error::other("the directory is not ours or others can write to it"),
+        ));
+    }
+    Ok(())
 }

@@ -155,6 +155,16 @@ impl Ipfs {
         Ok(entry)
     }
 
+    /// Like [`Ipfs::new`], but the cache directory is created and checked only when first
+    /// used (a failure then surfaces from [`Ipfs::fetch`]): for a client that may never be
+    /// used, such as the one a cell holds.
+    pub fn deferred(endpoint: Endpoint, timeout: Duration, cache_dir: &Path) -> Ipfs {
+        Ipfs {
+            client: Client::new(endpoint, timeout),
+            cache: Cache::deferred(cache_dir),
+        }
+    }
+
     /// Adds a local file or directory, returning its root CID.
     pub fn add(&self, path: &Path) -> Result<Cid, IpfsError> {
         let progress = Progress::on_terminal(&format!("adding {}", path.display()));

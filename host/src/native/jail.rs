@@ -8,9 +8,10 @@
 //!
 //! 1. every fd the child must keep (fd 3's socket, the grants, the ruleset, the report pipe)
 //!    is moved above every target (`F_DUPFD_CLOEXEC`), so no `dup2` clobbers another;
-//! 2. `unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET)`, else each of them alone; in a new
-//!    mount namespace, `/` is made recursively private (nothing propagates back to the host);
-//!    a new network namespace has only a loopback interface, down: no connection leaves it;
+//! 2. `unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID)`, else each of them
+//!    alone; in a new mount namespace, `/` is made recursively private (nothing propagates
+//!    back to the host); a new network namespace has only a loopback interface, down: no
+//!    connection leaves it;
 //! 3. `prctl(PR_SET_PDEATHSIG, SIGKILL)`: the cell dies with ww;
 //!    `prctl(PR_SET_NO_NEW_PRIVS)`: no setuid or file capability gains privileges;
 //! 4. `landlock_restrict_self` with the ruleset: the filesystem is read-only (and executable)
@@ -27,7 +28,11 @@
 //!
 //! The environment is cleared and set to what was granted. No step's failure fails the run
 //! except a `dup2` (the cell would miss a grant): a refused protection is reported, and ww
-//! logs a warning. A PID namespace is not used: the cell's own children are not reaped by ww.
+//! logs a warning.
+//!
+//! 7. With a new PID namespace, the hook forks the namespace's init, which forks the program
+//!    (see `pid_namespace`): the program is pid 2, init forwards signals to it and reaps
+//!    everything it leaves behind, and the namespace dies with it.
 
 use std::io::Read as _;
 use std::os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
@@ -57,6 +62,9 @@ pub struct Protections {
     pub no_new_privs: bool,
     /// The Landlock ABI the ruleset was made for, if the cell is restricted by it.
     pub landlock: Option<i32>,
+    /// A new PID namespace, with a small init (pid 1) that forwards signals to the program
+    /// and reaps whatever it leaves behind.
+    pub pid_ns: bool,
 }
 
 const USER_NS: u8 = 1;
@@ -64,6 +72,7 @@ const MOUNT_NS: u8 = 2;
 const NET_NS: u8 = 4;
 const NO_NEW_PRIVS: u8 = 8;
 const LANDLOCK: u8 = 16;
+const PID_NS: u8 = 32;
 
 impl Protections {
     fn from_bits(bits: u8, abi: Option<i32>) -> Protections {
@@ -73,20 +82,22 @@ impl Protections {
             net_ns: bits & NET_NS != 0,
             no_new_privs: bits & NO_NEW_PRIVS != 0,
             landlock: abi.filter(|_| bits & LANDLOCK != 0),
+            pid_ns: bits & PID_NS != 0,
         }
     }
 
-    /// One line for the log: `user-ns=yes mount-ns=yes net-ns=yes no-new-privs=yes landlock=abi7 pid-ns=no`.
+    /// One line for the log: `user-ns=yes mount-ns=yes net-ns=yes no-new-privs=yes landlock=abi7 pid-ns=yes`.
     pub fn summary(&self) -> String {
         let yn = |b: bool| if b { "yes" } else { "no" };
         format!(
-            "user-ns={} mount-ns={} net-ns={} no-new-privs={} landlock={} pid-ns=no",
+            "user-ns={} mount-ns={} net-ns={} no-new-privs={} landlock={} pid-ns={}",
             yn(self.user_ns),
             yn(self.mount_ns),
             yn(self.net_ns),
             yn(self.no_new_privs),
             self.landlock
                 .map_or_else(|| "no".to_owned(), |abi| format!("abi{abi}")),
+            yn(self.pid_ns),
         )
     }
 
@@ -107,6 +118,9 @@ impl Protections {
         }
         if self.landlock.is_none() {
             missing.push("no Landlock: the cell may read the host's files");
+        }
+        if !self.pid_ns {
+            missing.push("no PID namespace: processes the cell leaves behind are not reaped");
         }
         missing
     }
@@ -155,6 +169,33 @@ impl Jail {
     /// The jail directory.
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// `program`, copied into the jail directory and made executable (mode 0700), so a
+    /// program from a shared store (the IPFS cache) runs from a private copy that goes away
+    /// with the jail.
+    pub fn private_copy(&self, program: NativeProgram) -> Result<NativeProgram, NativeError> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let file = program
+            .path
+            .file_name()
+            .map(|n| n.to_owned())
+            .unwrap_or_else(|| "program".into());
+        // In a directory of its own: a grant's pathlink (names never start with a dot) cannot
+        // stand where the copy is written.
+        let bin = self.dir.path().join(".ww-program");
+        let copy = bin.join(file);
+        let io = |source| NativeError::Io {
+            path: copy.clone(),
+            source,
+        };
+        std::fs::create_dir(&bin).map_err(io)?;
+        std::fs::copy(&program.path, &copy).map_err(io)?;
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+        Ok(NativeProgram {
+            path: copy,
+            ..program
+        })
     }
 
     /// The command that runs `program` in this jail with `args` and exactly `env`, holding
@@ -256,13 +297,15 @@ unsafe fn jail_hook(
         let report = libc::fcntl(report, libc::F_DUPFD_CLOEXEC, floor);
         let mut bits = 0u8;
         // 2. Namespaces.
-        if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWNET) == 0 {
-            bits |= USER_NS | MOUNT_NS | NET_NS;
+        let all = libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWPID;
+        if libc::unshare(all) == 0 {
+            bits |= USER_NS | MOUNT_NS | NET_NS | PID_NS;
         } else {
             for (flag, bit) in [
                 (libc::CLONE_NEWUSER, USER_NS),
                 (libc::CLONE_NEWNS, MOUNT_NS),
                 (libc::CLONE_NEWNET, NET_NS),
+                (libc::CLONE_NEWPID, PID_NS),
             ] {
                 if libc::unshare(flag) == 0 {
                     bits |= bit;
@@ -308,8 +351,193 @@ unsafe fn jail_hook(
             from = from.max(k + 1);
         }
         cloexec_range(from, RawFd::MAX);
+        // 7. In a new PID namespace, the next fork is its pid 1: see `pid_namespace`.
+        if bits & PID_NS != 0 {
+            pid_namespace();
+        }
     }
     Ok(())
+}
+
+/// The pid that the signal handlers of [`pid_namespace`]'s supervisors forward to.
+static FORWARD_TO: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Forwards a signal to [`FORWARD_TO`]: async-signal-safe.
+extern "C" fn forward_signal(signal: libc::c_int) {
+    let pid = FORWARD_TO.load(std::sync::atomic::Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill(2) is async-signal-safe.
+        unsafe {
+            libc::kill(pid, signal);
+        }
+    }
+}
+
+/// Makes the supervisor forward the signals a user or ww sends to `pid`.
+///
+/// # Safety
+/// Raw syscalls only.
+unsafe fn forward_signals_to(pid: libc::pid_t) {
+    FORWARD_TO.store(pid, std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: sigaction with a zeroed, then filled, struct and an async-signal-safe handler.
+    unsafe {
+        for signal in [
+            libc::SIGINT,
+            libc::SIGTERM,
+            libc::SIGHUP,
+            libc::SIGQUIT,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+        ] {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = forward_signal as *const () as libc::sighandler_t;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Closes every fd except `keep`.
+///
+/// # Safety
+/// Raw syscalls only.
+unsafe fn close_all_but(keep: RawFd) {
+    // SAFETY: closing fd numbers; an fd that is not open is skipped.
+    unsafe {
+        for (first, last) in [(0, keep - 1), (keep + 1, RawFd::MAX)] {
+            if first > last {
+                continue;
+            }
+            let r = libc::syscall(
+                libc::SYS_close_range,
+                first as libc::c_uint,
+                last as libc::c_uint,
+                0,
+            );
+            if r != 0 {
+                for fd in first..=last.min(65536) {
+                    libc::close(fd);
+                }
+            }
+        }
+    }
+}
+
+/// Waits for `pid`, through signals; its raw wait status.
+///
+/// # Safety
+/// Raw syscalls only.
+unsafe fn wait_for(pid: libc::pid_t) -> Option<libc::c_int> {
+    let mut status: libc::c_int = 0;
+    loop {
+        // SAFETY: waitpid with a valid pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return Some(status);
+        }
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return None;
+        }
+    }
+}
+
+/// Ends this process the way a wait `status` says a process ended: by the same signal,
+/// or with the same code.
+///
+/// # Safety
+/// Raw syscalls only; never returns.
+unsafe fn exit_like(status: libc::c_int) -> ! {
+    // SAFETY: signal, kill and _exit are async-signal-safe.
+    unsafe {
+        if libc::WIFSIGNALED(status) {
+            let signal = libc::WTERMSIG(status);
+            libc::signal(signal, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, signal);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::kill(libc::getpid(), signal);
+            libc::_exit(128 + signal);
+        }
+        libc::_exit(if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            1
+        })
+    }
+}
+
+/// After `unshare(CLONE_NEWPID)`: the process ww spawned (outside the namespace) forks the
+/// namespace's init (pid 1), which forks the program (pid 2). Only the program returns (and
+/// execs); the two supervisors never do.
+///
+/// - The outer supervisor (the pid ww knows) forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT,
+///   SIGUSR1 and SIGUSR2 to init, and ends as the program ended (the same signal or code,
+///   which init passes it over a pipe).
+/// - Init forwards the same signals to the program (pid 1 gets only signals it handles, so
+///   the program is not pid 1), reaps every process in the namespace, and exits when the
+///   program does; the kernel then kills whatever is left in the namespace.
+/// - Both close every fd they do not need (so ww's spawn sees the exec, and no grant is held
+///   by a supervisor), and die with their parent (`PR_SET_PDEATHSIG`).
+///
+/// If a fork or the pipe fails, it returns in whatever process it is in, which then execs
+/// the program without the namespace's protection.
+///
+/// # Safety
+/// Raw syscalls only; between fork and exec.
+unsafe fn pid_namespace() {
+    // SAFETY: raw syscalls only; each branch below never returns except the program's.
+    unsafe {
+        let mut pipe: [RawFd; 2] = [-1, -1];
+        if libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return;
+        }
+        let init = libc::fork();
+        if init < 0 {
+            libc::close(pipe[0]);
+            libc::close(pipe[1]);
+            return;
+        }
+        if init > 0 {
+            // The outer supervisor.
+            close_all_but(pipe[0]);
+            forward_signals_to(init);
+            let init_status = wait_for(init).unwrap_or(0);
+            let mut program_status: libc::c_int = 0;
+            let n = libc::read(pipe[0], (&raw mut program_status).cast(), 4);
+            exit_like(if n == 4 { program_status } else { init_status });
+        }
+        // Init, pid 1 of the new namespace.
+        libc::close(pipe[0]);
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        let program = libc::fork();
+        if program == 0 {
+            // The program: on to exec.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+            return;
+        }
+        close_all_but(pipe[1]);
+        if program < 0 {
+            libc::_exit(127);
+        }
+        forward_signals_to(program);
+        // Reap every process of the namespace until the program itself ends.
+        let mut status: libc::c_int = 0;
+        loop {
+            let mut reaped: libc::c_int = 0;
+            let pid = libc::waitpid(-1, &mut reaped, 0);
+            if pid == program {
+                status = reaped;
+                break;
+            }
+            if pid < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                break;
+            }
+        }
+        libc::write(pipe[1], (&raw const status).cast(), 4);
+        libc::_exit(0);
+    }
 }
 
 /// Marks fds `first..=last` close-on-exec.

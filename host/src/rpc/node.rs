@@ -114,6 +114,8 @@ impl SpawnerState {
                 // The sessions' children: killed when the grant is replaced or the node's
                 // RPC system ends.
                 children: Children::default(),
+                // Cap'n Proto spawns never pass IPFS on (their options have no such field).
+                ipfs: None,
             },
             info: grant.info,
             // Cap'n Proto cannot pass fds: children spawned through it get none.

@@ -113,6 +113,7 @@ fn options_of(
         directories: Vec::new(),
         fds: Vec::new(),
         executor: false,
+        ipfs: false,
         limits: wit::Limits {
             max_memory: nonzero(limits.get_max_memory()),
             timeout_ms: nonzero(limits.get_timeout_ms()),

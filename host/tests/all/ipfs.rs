@@ -287,3 +287,168 @@ fn a_path_that_is_not_ipfs_is_local() {
     let out = run(&["run", "/ipfs/not-a-cid"], "");
     out.assert_ww_error("image not found");
 }
+
+/// The shell on `api`'s node, fed `input`.
+fn shell_at(api: &str, input: &str) -> Out {
+    let mut cmd = ww_at(api);
+    cmd.args(["run", s(&image("shell"))]);
+    output(cmd, input)
+}
+
+#[test]
+fn the_shell_adds_then_cats_through_the_ipfs_capability() {
+    let Some(api) = node("the_shell_adds_then_cats_through_the_ipfs_capability") else {
+        return;
+    };
+    let stamp = format!("added {:?}\n", std::time::SystemTime::now());
+    let dir = tree(&[("note", stamp.as_bytes())]);
+    let mut cmd = ww_at(&api);
+    cmd.args([
+        "run",
+        "--dir",
+        &format!("{}::/data", s(dir.path())),
+        s(&image("shell")),
+    ]);
+    let out = output(cmd, "ipfs add /data/note\n");
+    assert_eq!(out.status, 0, "{out:#?}");
+    let path = out.stdout.trim().to_owned();
+    assert!(path.starts_with("/ipfs/"), "{out:#?}");
+    // The node's own add of the same bytes names the same content.
+    assert_eq!(cid_of(&path), node_add_file(&api, "note", stamp.as_bytes()));
+    let out = shell_at(&api, &format!("ipfs cat {path}\necho done\n"));
+    assert_eq!(out.stdout, format!("{stamp}done\n"), "{out:#?}");
+}
+
+#[test]
+fn the_shell_lists_an_exported_directory() {
+    let Some(api) = node("the_shell_lists_an_exported_directory") else {
+        return;
+    };
+    let dir = export(&api, &image("hello"));
+    let wasm = std::fs::metadata(image("hello").join("bin/main.wasm"))
+        .unwrap()
+        .len();
+    let readme = std::fs::read(image("hello").join("etc/README")).unwrap();
+    let out = shell_at(
+        &api,
+        &format!("ipfs ls {dir}\nipfs ls {dir}/bin\nipfs cat {dir}/etc/README\n"),
+    );
+    assert_eq!(out.status, 0, "{out:#?}");
+    let lines: Vec<String> = out
+        .stdout
+        .lines()
+        .take(3)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            format!("bin/ {wasm}"),
+            format!("etc/ {}", readme.len()),
+            format!("main.wasm {wasm}"),
+        ],
+        "{out:#?}"
+    );
+    assert!(
+        out.stdout.ends_with(&*String::from_utf8_lossy(&readme)),
+        "{out:#?}"
+    );
+    // A file is not a directory, nor the reverse.
+    let out = shell_at(&api, &format!("ipfs ls {dir}/etc/README\nipfs cat {dir}\n"));
+    assert!(out.stderr.contains("shell: ipfs: invalid:"), "{out:#?}");
+    let out = shell_at(&api, &format!("ipfs cat {dir}/nothing\n"));
+    assert!(out.stderr.contains("shell: ipfs: not found:"), "{out:#?}");
+}
+
+#[test]
+fn ipfs_is_passed_to_a_child_only_when_asked_for() {
+    // pid0 holds IPFS; a child spawned without `ipfs` does not, whatever the daemon.
+    let api = closed_port();
+    let out = run_at(
+        &api,
+        &["run", s(&image("testbed")), "spawn", "--", "ipfs-add", "hi"],
+    );
+    assert_eq!(out.status, 0, "{out:#?}");
+    assert!(
+        out.stdout.contains("error: ipfs-add: not permitted:"),
+        "{out:#?}"
+    );
+    assert!(out.stdout.contains("child: exited 1"), "{out:#?}");
+    // Passed on, it reaches the (closed) daemon.
+    let out = run_at(
+        &api,
+        &[
+            "run",
+            s(&image("testbed")),
+            "spawn",
+            "--ipfs",
+            "--",
+            "ipfs-add",
+            "hi",
+        ],
+    );
+    assert!(
+        out.stdout.contains("error: ipfs-add: unavailable:"),
+        "{out:#?}"
+    );
+    // A child that holds none cannot pass it on.
+    let out = run_at(
+        &api,
+        &[
+            "run",
+            s(&image("testbed")),
+            "spawn",
+            "--executor",
+            "--dir",
+            "/",
+            "--",
+            "spawn",
+            "--ipfs",
+            "--",
+            "ping",
+        ],
+    );
+    assert!(out.stdout.contains("refused: not permitted:"), "{out:#?}");
+}
+
+#[test]
+fn an_unreachable_daemon_is_unavailable_and_the_shell_goes_on() {
+    let cid = fresh_cid("shell-unreachable");
+    let out = shell_at(
+        &closed_port(),
+        &format!("ipfs cat /ipfs/{cid}\nipfs ls /ipfs/{cid}\necho still here\n"),
+    );
+    assert_eq!(out.status, 0, "{out:#?}");
+    assert_eq!(out.stdout, "still here\n", "{out:#?}");
+    assert_eq!(
+        out.stderr
+            .matches("shell: ipfs: unavailable: failed to get IPFS path")
+            .count(),
+        2,
+        "{out:#?}"
+    );
+    assert!(out.stderr.contains("unreachable"), "{out:#?}");
+}
+
+#[test]
+fn a_native_program_from_ipfs_runs_from_a_private_executable_copy() {
+    let Some(api) = node("a_native_program_from_ipfs_runs_from_a_private_executable_copy") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let prog = dir.path().join("where");
+    // Prints the path it runs from: the copy in the jail, not the shared cache.
+    std::fs::write(&prog, "#!/bin/sh\necho \"$0\"\nexit 6\n").unwrap();
+    let path = export(&api, &prog);
+    let out = run_at(&api, &["run", &path]);
+    assert_eq!(out.status, 6, "{out:#?}");
+    let ran = out.stdout.trim();
+    assert!(
+        ran.contains("ww-jail-") && ran.contains("/.ww-program/"),
+        "{out:#?}"
+    );
+    assert!(
+        !std::path::Path::new(ran).exists(),
+        "the private copy is removed afterwards"
+    );
+}

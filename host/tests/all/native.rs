@@ -282,3 +282,43 @@ fn a_script_without_the_executable_bit_is_a_ww_error() {
     let out = run(&["run", s(&prog)], "");
     out.assert_ww_error("not executable");
 }
+
+#[test]
+fn in_a_pid_namespace_what_the_cell_leaves_behind_dies_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let prog = dir.path().join("leaver");
+    // A marker no other process has, to find the orphan by its command line.
+    let marker = format!("{}", 40_000 + std::process::id() % 20_000);
+    script(
+        &prog,
+        &format!("#!/bin/sh\necho \"pid $$\"\nsleep {marker} &\nexit 0\n"),
+    );
+    let out = run(&["-v", "run", s(&prog)], "");
+    assert_eq!(out.status, 0, "{out:#?}");
+    if !protections(&out).contains("pid-ns=yes") {
+        println!("no PID namespace on this machine: not checking reaping");
+        return;
+    }
+    assert_eq!(
+        out.stdout.lines().next(),
+        Some("pid 2"),
+        "the program is pid 2: {out:#?}"
+    );
+    let orphan = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .is_ok_and(|c| c == format!("sleep\0{marker}\0").as_bytes())
+            })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while orphan() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cell's `sleep {marker}` outlived it"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

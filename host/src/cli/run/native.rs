@@ -26,12 +26,15 @@ enum End {
     TimedOut,
 }
 
-/// Runs `program` as pid0 in a jail, returning ww's exit status.
+/// Runs `program` as pid0 in a jail, returning ww's exit status. A program fetched from
+/// IPFS (`from_ipfs`) runs from an executable copy in the private jail directory, which is
+/// removed afterwards, never from the shared cache.
 pub(super) fn main(
     args: &RunArgs,
     program: NativeProgram,
     env: Vec<(String, String)>,
     grants: Vec<Grant>,
+    from_ipfs: bool,
 ) -> Result<u8, Report> {
     if !args.layers.is_empty() {
         return Err(NativeError::Layers { path: program.path }.into());
@@ -68,6 +71,11 @@ pub(super) fn main(
     };
     let executor = Executor::new(&options, cache_dir.as_deref())?;
     let jail = Jail::new(&program, &grants, &dirs)?;
+    let program = if from_ipfs {
+        jail.private_copy(program)?
+    } else {
+        program
+    };
     let spawn_err = |what, source| NativeError::Spawn {
         path: program.path.clone(),
         what,
