@@ -171,15 +171,7 @@ pub fn main(mut args: RunArgs) -> Result<u8, Report> {
         .map(|d| d.parse::<DirGrant>())
         .collect::<Result<Vec<_>, _>>()?;
 
-    let options = EngineOptions {
-        fuel: args.fuel.is_some(),
-    };
-    let cache_dir = if args.no_cache {
-        None
-    } else {
-        CompileCache::default_dir()
-    };
-    let executor = Executor::new(&options, cache_dir.as_deref())?;
+    let executor = executor_for(&args)?;
     let mut booted = Booted::load(&args, &grants, &executor)?;
     // Before the runtime, so that a bad path is ww's error (125) before pid0 starts.
     let mut rpc_socket = args
@@ -188,22 +180,12 @@ pub fn main(mut args: RunArgs) -> Result<u8, Report> {
         .map(RpcSocket::bind)
         .transpose()?;
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            miette::miette!(code = "ww::runtime", "cannot start the async runtime: {e}")
-        })?;
+    let runtime = runtime()?;
     let cell = booted.image.name().to_owned();
     // Cap'n Proto (capnp-rpc is !Send) runs on this thread's local set, beside the cells.
     let local = tokio::task::LocalSet::new();
     let outcome = local.block_on(&runtime, async {
-        let limits = Limits {
-            max_memory: args.max_memory,
-            deadline: args.timeout.map(|t| Instant::now() + t),
-            fuel: args.fuel,
-            max_children: args.max_children,
-        };
+        let limits = pid0_limits(&args);
         // The node's RPC system: pid0 reaches it through the bridge (ww:host/rpc), local
         // clients through --rpc-socket. Sessions get pid0's executor.
         let grant = |booted: &Booted| {
@@ -290,6 +272,37 @@ pub fn main(mut args: RunArgs) -> Result<u8, Report> {
     };
     report(&cell, &exit, &args_limits_hint(args.max_memory));
     Ok(exit.status())
+}
+
+/// The executor pid0 and its children run on, as the flags configure it.
+fn executor_for(args: &RunArgs) -> Result<Executor, Report> {
+    let options = EngineOptions {
+        fuel: args.fuel.is_some(),
+    };
+    let cache_dir = if args.no_cache {
+        None
+    } else {
+        CompileCache::default_dir()
+    };
+    Ok(Executor::new(&options, cache_dir.as_deref())?)
+}
+
+/// The single-threaded runtime every cell and the RPC system run on.
+fn runtime() -> Result<tokio::runtime::Runtime, Report> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| miette::miette!(code = "ww::runtime", "cannot start the async runtime: {e}"))
+}
+
+/// pid0's limits from the flags; its deadline counts from now.
+fn pid0_limits(args: &RunArgs) -> Limits {
+    Limits {
+        max_memory: args.max_memory,
+        deadline: args.timeout.map(|t| Instant::now() + t),
+        fuel: args.fuel,
+        max_children: args.max_children,
+    }
 }
 
 /// How one boot of the image ended.

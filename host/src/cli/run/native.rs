@@ -3,18 +3,14 @@
 
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt as _;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use miette::Report;
 use ww::caps::{CellInfo, DirGrant, Filesystem};
-use ww::executor::Executor;
-use ww::executor::cache::CompileCache;
-use ww::executor::limits::Limits;
 use ww::executor::stdio::Stdio;
 use ww::fds::Grant;
 use ww::native::{Jail, NativeError, NativeProgram};
 use ww::rpc::{ExecutorGrant, Node, RpcError, RpcServer, RpcSocket};
-use ww::wasm::EngineOptions;
 
 use super::{Ended, RunArgs};
 
@@ -61,15 +57,7 @@ pub(super) fn main(
         }
         dirs.push((host, grant.read_only()));
     }
-    let options = EngineOptions {
-        fuel: args.fuel.is_some(),
-    };
-    let cache_dir = if args.no_cache {
-        None
-    } else {
-        CompileCache::default_dir()
-    };
-    let executor = Executor::new(&options, cache_dir.as_deref())?;
+    let executor = super::executor_for(args)?;
     let jail = Jail::new(&program, &grants, &dirs)?;
     let program = if from_ipfs {
         jail.private_copy(program)?
@@ -92,20 +80,10 @@ pub(super) fn main(
         .map(RpcSocket::bind)
         .transpose()?;
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            miette::miette!(code = "ww::runtime", "cannot start the async runtime: {e}")
-        })?;
+    let runtime = super::runtime()?;
     let local = tokio::task::LocalSet::new();
     let outcome = local.block_on(&runtime, async {
-        let limits = Limits {
-            max_memory: args.max_memory,
-            deadline: args.timeout.map(|t| Instant::now() + t),
-            fuel: args.fuel,
-            max_children: args.max_children,
-        };
+        let limits = super::pid0_limits(args);
         let info = CellInfo::new(program.name.clone(), filesystem);
         let grant = ExecutorGrant::new(executor.clone(), info, limits, Stdio::host());
         let node = Node::new(ww::rpc::ephemeral_id(), Some(grant));
