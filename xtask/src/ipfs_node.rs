@@ -1,8 +1,8 @@
 //! A real IPFS node for the tests: js-ipfs 0.66.1 (the Kubo HTTP RPC API) from
 //! `tests/ipfs-node/` (package.json + the committed package-lock.json), on 127.0.0.1, offline.
 //!
-//! `npm ci` when `node_modules/` is missing (a few minutes, once); a fresh repository under
-//! `target/ipfs-node/` made with `jsipfs init --profile test` (no bootstrap peers, no mDNS),
+//! `npm install` of the committed lock when `node_modules/` is missing (a few minutes,
+//! once); a fresh repository under `target/ipfs-node/` made with `jsipfs init --profile test` (no bootstrap peers, no mDNS),
 //! whose config is then rewritten so every address is 127.0.0.1 with an OS-chosen port; then
 //! `jsipfs daemon --offline`. The API's multiaddr is read from the repository's `api` file
 //! once the daemon says "Daemon is ready". Dropping the [`IpfsNode`] stops the daemon.
@@ -54,13 +54,18 @@ pub fn start(root: &Path) -> Result<Option<IpfsNode>> {
     let dir = root.join("tests").join("ipfs-node");
     let jsipfs = dir.join("node_modules").join(".bin").join("jsipfs");
     if !jsipfs.exists() {
-        println!("ipfs node: installing js-ipfs with `npm ci` (a few minutes, once)");
-        util::run(
-            Command::new("npm")
-                .current_dir(&dir)
-                .args(["ci", "--no-audit", "--no-fund"]),
-        )
-        .context("npm ci in tests/ipfs-node failed")?;
+        println!("ipfs node: installing js-ipfs from package-lock.json (a few minutes, once)");
+        // `npm install`, not `npm ci`: one optional dependency deep in js-ipfs's tree is a
+        // GitHub tarball, which cannot be fetched here and so is absent from the lock file;
+        // `npm ci` refuses such a lock, while `npm install` installs exactly the locked
+        // versions and skips the optional one. `--no-save` leaves the lock file as it is.
+        util::run(Command::new("npm").current_dir(&dir).args([
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--no-save",
+        ]))
+        .context("npm install in tests/ipfs-node failed")?;
     }
     let repo = root.join("target").join("ipfs-node");
     if repo.exists() {
