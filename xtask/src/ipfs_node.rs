@@ -2,10 +2,11 @@
 //! `tests/ipfs-node/` (package.json + the committed package-lock.json), on 127.0.0.1, offline.
 //!
 //! `npm install` of the committed lock when `node_modules/` is missing (a few minutes,
-//! once); a fresh repository under `target/ipfs-node/` made with `jsipfs init --profile test` (no bootstrap peers, no mDNS),
-//! whose config is then rewritten so every address is 127.0.0.1 with an OS-chosen port; then
-//! `jsipfs daemon --offline`. The API's multiaddr is read from the repository's `api` file
-//! once the daemon says "Daemon is ready". Dropping the [`IpfsNode`] stops the daemon.
+//! once); a fresh repository under `target/ipfs-node/` made with `jsipfs init --profile
+//! test` (no bootstrap peers, no mDNS), whose config is then rewritten so every address is
+//! 127.0.0.1 with an OS-chosen port; then `jsipfs daemon --offline`. The API's multiaddr
+//! is read from the repository's `api` file once the daemon says "Daemon is ready".
+//! Dropping the [`IpfsNode`] stops the daemon.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
