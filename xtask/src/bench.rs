@@ -614,8 +614,8 @@ const NOTES: &str = "
   bridge is faster than that reference because both of its ends run on one thread over an
   in-memory pipe: no syscalls, no cross-thread wakeups. Pipelined throughput is bounded by
   capnp-rpc's own per-call work inside the guest (and wasi-libc's allocator, about 12% of
-  the guest's profile); batching the guest's writes per flush took it from 75k to 95k
-  calls/s. It misses the 100k target by about 5%.
+  the guest's profile); batching the guest's writes per flush took it from 75k to 95–99k
+  calls/s across runs. It misses the 100k target by 1–5%.
 - **pycapnp**: the same Python client (xtask/bench/rpc_client.py) calls `host.id()` through
   `ww run --rpc-socket` and through a native capnp-rpc server on a Unix socket serving the
   same schema.
