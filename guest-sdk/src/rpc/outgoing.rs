@@ -19,7 +19,7 @@ use std::task::{Context, Poll, Waker};
 use wasip2::io::poll::Pollable;
 use wasip2::io::streams::OutputStream;
 
-use super::reactor::{deregister, register};
+use super::reactor::{deregister, wait_on};
 
 /// Writes wait while the buffer holds this many bytes.
 const LIMIT: usize = 1 << 20;
@@ -126,11 +126,7 @@ impl Drop for Writer {
 impl Pump {
     /// Waits for the stream's pollable.
     fn wait(&mut self, cx: &Context<'_>) {
-        let stream = &self.stream;
-        let pollable = self
-            .pollable
-            .get_or_insert_with(|| Rc::new(stream.subscribe()));
-        register(pollable, cx.waker());
+        wait_on(&mut self.pollable, || self.stream.subscribe(), cx);
     }
 
     fn fail(&mut self, error: io::Error) -> Poll<io::Result<()>> {

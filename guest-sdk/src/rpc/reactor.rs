@@ -42,6 +42,17 @@ thread_local! {
     static RUNNING: Cell<bool> = const { Cell::new(false) };
 }
 
+/// Wakes the task of `cx` once the pollable in `slot` is ready, making it with `subscribe`
+/// the first time: a stream subscribes once and keeps its pollable.
+pub(crate) fn wait_on(
+    slot: &mut Option<Rc<Pollable>>,
+    subscribe: impl FnOnce() -> Pollable,
+    cx: &Context<'_>,
+) {
+    let pollable = slot.get_or_insert_with(|| Rc::new(subscribe()));
+    register(pollable, cx.waker());
+}
+
 /// Wakes `waker` once `pollable` is ready (at the next time [`block_on`] waits).
 pub(crate) fn register(pollable: &Rc<Pollable>, waker: &Waker) {
     REGISTERED.with_borrow_mut(|registered| {
@@ -270,11 +281,7 @@ impl AsyncInputStream {
     }
 
     fn wait(&mut self, cx: &Context<'_>) {
-        let stream = &self.stream;
-        let pollable = self
-            .pollable
-            .get_or_insert_with(|| Rc::new(stream.subscribe()));
-        register(pollable, cx.waker());
+        wait_on(&mut self.pollable, || self.stream.subscribe(), cx);
     }
 }
 
@@ -343,11 +350,7 @@ impl AsyncOutputStream {
     }
 
     fn wait(&mut self, cx: &Context<'_>) {
-        let stream = &self.stream;
-        let pollable = self
-            .pollable
-            .get_or_insert_with(|| Rc::new(stream.subscribe()));
-        register(pollable, cx.waker());
+        wait_on(&mut self.pollable, || self.stream.subscribe(), cx);
     }
 
     /// Completes a requested flush: ready once `check-write` permits a write again.

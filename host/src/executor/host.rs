@@ -251,6 +251,17 @@ fn status_of(exit: Exit) -> wit::ExitStatus {
     }
 }
 
+/// Puts a pipe end taken from a process into the table, once; `None` once it was taken.
+fn push_taken<T: Send + 'static>(
+    table: &mut ResourceTable,
+    stream: Option<T>,
+) -> wasmtime::Result<Option<Resource<T>>> {
+    Ok(match stream {
+        Some(stream) => Some(table.push(stream)?),
+        None => None,
+    })
+}
+
 impl wit::HostProcess for ExecutorView<'_> {
     fn id(&mut self, handle: Resource<ProcessHandle>) -> wasmtime::Result<u32> {
         Ok(self.table.get(&handle)?.process.id())
@@ -261,10 +272,7 @@ impl wit::HostProcess for ExecutorView<'_> {
         handle: Resource<ProcessHandle>,
     ) -> wasmtime::Result<Option<Resource<DynOutputStream>>> {
         let stream = self.table.get_mut(&handle)?.ends.stdin.take();
-        Ok(match stream {
-            Some(stream) => Some(self.table.push(stream)?),
-            None => None,
-        })
+        push_taken(self.table, stream)
     }
 
     fn take_stdout(
@@ -272,10 +280,7 @@ impl wit::HostProcess for ExecutorView<'_> {
         handle: Resource<ProcessHandle>,
     ) -> wasmtime::Result<Option<Resource<DynInputStream>>> {
         let stream = self.table.get_mut(&handle)?.ends.stdout.take();
-        Ok(match stream {
-            Some(stream) => Some(self.table.push(stream)?),
-            None => None,
-        })
+        push_taken(self.table, stream)
     }
 
     fn take_stderr(
@@ -283,10 +288,7 @@ impl wit::HostProcess for ExecutorView<'_> {
         handle: Resource<ProcessHandle>,
     ) -> wasmtime::Result<Option<Resource<DynInputStream>>> {
         let stream = self.table.get_mut(&handle)?.ends.stderr.take();
-        Ok(match stream {
-            Some(stream) => Some(self.table.push(stream)?),
-            None => None,
-        })
+        push_taken(self.table, stream)
     }
 
     fn subscribe(

@@ -166,41 +166,33 @@ impl Executor {
         let inner = &self.inner;
         match &loaded.program {
             Program::Component(component) => {
-                let cached = lock(&inner.component_links).get(&loaded.hash).cloned();
-                let pre = match cached {
-                    Some(pre) => pre,
-                    None => {
-                        let pre = cell::link_component(
-                            self.engine(),
-                            &inner.components,
-                            component,
-                            config.name(),
-                        )?;
-                        lock(&inner.component_links).insert(loaded.hash, pre.clone());
-                        pre
-                    }
-                };
+                let pre = cached_link(&inner.component_links, loaded.hash, || {
+                    cell::link_component(self.engine(), &inner.components, component, config.name())
+                })?;
                 cell::prepare_component(self, pre, config)
             }
             Program::Module(module) => {
-                let cached = lock(&inner.module_links).get(&loaded.hash).cloned();
-                let pre = match cached {
-                    Some(pre) => pre,
-                    None => {
-                        let pre = cell::link_module(
-                            self.engine(),
-                            &inner.modules,
-                            module,
-                            config.name(),
-                        )?;
-                        lock(&inner.module_links).insert(loaded.hash, pre.clone());
-                        pre
-                    }
-                };
+                let pre = cached_link(&inner.module_links, loaded.hash, || {
+                    cell::link_module(self.engine(), &inner.modules, module, config.name())
+                })?;
                 cell::prepare_module(self, pre, config)
             }
         }
     }
+}
+
+/// The link cached under `hash`, or the one `link` makes, remembered for next time.
+fn cached_link<P: Clone>(
+    cache: &Mutex<HashMap<ContentHash, P>>,
+    hash: ContentHash,
+    link: impl FnOnce() -> Result<P, CellError>,
+) -> Result<P, CellError> {
+    if let Some(pre) = lock(cache).get(&hash).cloned() {
+        return Ok(pre);
+    }
+    let pre = link()?;
+    lock(cache).insert(hash, pre.clone());
+    Ok(pre)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
