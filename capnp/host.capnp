@@ -10,8 +10,7 @@ interface Host {
   # The root capability of a ww node, reached through a Session (membrane.capnp).
 
   id @0 () -> (peerId :Text);
-  # The node's peer id (base58). A node without a libp2p identity yet answers
-  # "ww-ephemeral-" and 32 hex digits, random per run, which no peer id can be.
+  # The node's libp2p peer id (base58), the name of its --identity key.
 
   addrs @1 () -> (addrs :List(Text));
   # The multiaddrs the node listens on, each ending in /p2p/<peer id>; empty when it
@@ -21,7 +20,10 @@ interface Host {
   # The peers the node is connected to.
 
   connect @3 (peerId :Text, addrs :List(Text)) -> (membrane :import "membrane.capnp".Membrane);
-  # Dials a peer and returns its membrane. Fails when the node has no network.
+  # Dials the peer (at addrs, multiaddrs; when empty, where the node knows it or Kademlia
+  # routing finds it), opens a /ww/0.1.0 stream and returns the membrane the peer serves on
+  # it. Fails, with the reason, on a malformed id or address, a peer not found or not
+  # reachable, or a refused stream.
 
   executor @4 () -> (executor :Executor);
   # The executor of the session's cell: children it spawns are that cell's children.

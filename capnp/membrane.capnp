@@ -26,6 +26,16 @@ struct Session {
   host @1 :Host;
   executor @2 :Executor;
   status @3 :StatusPoller;
+  exports @4 :List(Export);
+  # The capabilities the node's cell (pid0) exports, by name: what a peer grafts for. Each
+  # is revoked with the session.
+}
+
+struct Export {
+  # A capability a cell exports through its membrane, with the name clients find it by.
+  name @0 :Text;
+  cap @1 :Capability;
+  # Cast it to the interface its name promises (pycapnp: `cap.as_interface(Counter)`).
 }
 
 interface StatusPoller {

@@ -35,6 +35,8 @@
 //! - **Executor**: only with [`Command::executor`]`(true)`.
 //! - **IPFS** ([`mod@crate::ipfs`]): only with [`Command::ipfs`]`(true)`, and only when the
 //!   spawner holds it.
+//! - **Network** ([`mod@crate::net`]): only with [`Command::network`]`(true)`, and only when
+//!   the spawner holds it.
 //! - **Limits** ([`Command::max_memory`], [`Command::timeout`], [`Command::fuel`],
 //!   [`Command::max_children`]): unset ones are the spawner's own; set ones may only be
 //!   tighter.
@@ -266,7 +268,8 @@ pub enum SpawnError {
     /// The program path does not exist in the spawner's filesystem.
     NotFound(String),
     /// The spawner asked for something it does not hold (an executor, a directory, a file
-    /// descriptor or a wider mode of one), or for looser limits than its own.
+    /// descriptor or a wider mode of one, IPFS, the network), or for looser limits than its
+    /// own.
     NotPermitted(String),
     /// The program is not a runnable component or module, or an option is malformed.
     Invalid(String),
@@ -307,7 +310,8 @@ impl From<raw::SpawnError> for SpawnError {
 ///
 /// By default the child gets no arguments besides `argv[0]` (the program's file name
 /// without `.wasm`, or `child` for bytes), no environment, the spawner's own stdio, no
-/// directories, no file descriptors, no executor, no IPFS and the spawner's own limits.
+/// directories, no file descriptors, no executor, no IPFS, no network and the spawner's own
+/// limits.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -341,6 +345,7 @@ pub struct Command {
     fds: Vec<FdPass>,
     executor: bool,
     ipfs: bool,
+    network: bool,
     max_memory: Option<u64>,
     timeout_ms: Option<u64>,
     fuel: Option<u64>,
@@ -366,6 +371,7 @@ impl fmt::Debug for Command {
             .field("fds", &self.fds)
             .field("executor", &self.executor)
             .field("ipfs", &self.ipfs)
+            .field("network", &self.network)
             .field("max_memory", &self.max_memory)
             .field("timeout_ms", &self.timeout_ms)
             .field("fuel", &self.fuel)
@@ -393,6 +399,7 @@ impl Command {
             fds: Vec::new(),
             executor: false,
             ipfs: false,
+            network: false,
             max_memory: None,
             timeout_ms: None,
             fuel: None,
@@ -551,6 +558,14 @@ impl Command {
         self
     }
 
+    /// Whether the child gets this cell's network capability ([`mod@crate::net`]): the
+    /// node's identity, peers and connections to them. The spawn is refused with
+    /// [`SpawnError::NotPermitted`] when this cell holds none. Default: no.
+    pub fn network(&mut self, network: bool) -> &mut Command {
+        self.network = network;
+        self
+    }
+
     /// Caps the child's linear memory, in bytes over all its memories.
     pub fn max_memory(&mut self, bytes: u64) -> &mut Command {
         self.max_memory = Some(bytes);
@@ -610,6 +625,7 @@ impl Command {
                 .collect(),
             executor: self.executor,
             ipfs: self.ipfs,
+            network: self.network,
             limits: raw::Limits {
                 max_memory: self.max_memory,
                 timeout_ms: self.timeout_ms,

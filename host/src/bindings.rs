@@ -12,6 +12,8 @@ wasmtime::component::bindgen!({
         "ww:host/cell.exit": trappable,
         // The IPFS client blocks: its calls run on the blocking pool, awaited.
         "ww:host/ipfs": async,
+        // Dialing a peer waits on the network.
+        "ww:host/net": async,
     },
     with: {
         "wasi:io": wasmtime_wasi::p2::bindings::io,

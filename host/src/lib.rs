@@ -16,11 +16,13 @@
 //!   disk) and adds content for `ww export` (it uses nothing else in the crate);
 //! - [`native`] finds native programs (ELF, `#!`, Go-style `bin/{os}_{arch}/`) and runs them
 //!   as jailed subprocesses (it uses only `fds`);
+//! - [`net`] is the node's libp2p swarm: its identity, `boot/` peers, and the `/ww/0.1.0`
+//!   streams peers reach each other's membranes on (it uses nothing else in the crate);
 //! - [`rpc`] serves the node over Cap'n Proto: the schemas, the membrane and its epoch,
-//!   Host/Executor/Process/ByteStream, and `--rpc-socket`.
+//!   Host/Executor/Process/ByteStream, `--rpc-socket` and `/ww/0.1.0` streams.
 //!
 //! Dependencies: `boot` uses `executor`, `image` and `caps`; `executor` uses `caps` and
-//! `wasm`; `rpc` uses `executor` and `caps`; `image`, `wasm`, `caps` and `units` use
+//! `wasm`; `rpc` uses `executor`, `caps` and `net`; `caps` uses `fds`, `ipfs` and `net`; `image`, `wasm`, `caps` and `units` use
 //! nothing else in the crate. See ARCHITECTURE.md.
 
 #![deny(missing_docs)]
@@ -33,6 +35,7 @@ pub mod fds;
 pub mod image;
 pub mod ipfs;
 pub mod native;
+pub mod net;
 pub mod rpc;
 pub mod units;
 pub mod wasm;

@@ -74,6 +74,6 @@ def test_a_python_cell_grafts_over_fd_3_and_spawns_a_wasm_child():
         print("\n".join(protections))
         assert out.returncode == 3, out
         lines = out.stdout.splitlines()
-        assert any(l.startswith("id ww-ephemeral-") for l in lines), out
+        assert any(l.startswith("id 12D3KooW") for l in lines), out
         assert "echo hello from a native cell" in lines, out
         assert "child 0" in lines, out

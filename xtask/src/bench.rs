@@ -81,6 +81,8 @@ pub fn run() -> Result<()> {
     rows.extend(rpc_guest(&ww, &images.join("testbed"), &cache)?);
     println!("==> Cap'n Proto: pycapnp → ww against pycapnp → native capnp-rpc");
     rows.push(rpc_pycapnp(&root, &ww, &images.join("testbed"), &cache)?);
+    println!("==> libp2p: a remote call over /ww/0.1.0 against the same call over --rpc-socket");
+    rows.push(rpc_libp2p(&root, &ww, &images, &cache)?);
 
     let report = render(&rows, &wasmtime)?;
     let path = root.join("BENCHMARKS.md");
@@ -439,12 +441,18 @@ fn rpc_guest(ww: &Path, testbed: &Path, cache: &Path) -> Result<Vec<Row>> {
     ])
 }
 
-/// Runs the pycapnp client against `socket`; its `py-rpc` fields.
-fn pycapnp_client(root: &Path, python: &Path, socket: &Path) -> Result<Vec<(String, f64)>> {
+/// Runs the pycapnp client against `socket` (with `extra` arguments); its `py-rpc` fields.
+fn pycapnp_client(
+    root: &Path,
+    python: &Path,
+    socket: &Path,
+    extra: &[&str],
+) -> Result<Vec<(String, f64)>> {
     let output = Command::new(python)
         .arg(root.join("xtask/bench/rpc_client.py"))
         .arg(socket)
         .arg(RPC_CALLS.to_string())
+        .args(extra)
         .stdin(Stdio::null())
         .output()
         .context("cannot run the pycapnp client")?;
@@ -466,7 +474,7 @@ fn rpc_pycapnp(root: &Path, ww: &Path, testbed: &Path, cache: &Path) -> Result<R
 
     let native_socket = dir.join("native.sock");
     let server = NativeServer::start(&native_socket)?;
-    let native = pycapnp_client(root, &python, &native_socket)?;
+    let native = pycapnp_client(root, &python, &native_socket, &[])?;
     drop(server);
 
     let ww_socket = dir.join("ww.sock");
@@ -490,7 +498,7 @@ fn rpc_pycapnp(root: &Path, ww: &Path, testbed: &Path, cache: &Path) -> Result<R
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let ours = pycapnp_client(root, &python, &ww_socket);
+    let ours = pycapnp_client(root, &python, &ww_socket, &[]);
     drop(node.stdin.take());
     let _ = node.wait();
     let ours = ours?;
@@ -510,6 +518,115 @@ fn rpc_pycapnp(root: &Path, ww: &Path, testbed: &Path, cache: &Path) -> Result<R
         ratio: format!("{ratio:.2}"),
         target: "ratio ≤ 1.2",
         met: ratio <= 1.2,
+    })
+}
+
+/// A `ww run --rpc-socket` for the libp2p benchmark; killed when dropped.
+struct BenchNode {
+    child: std::process::Child,
+    /// Its `/p2p/…`-less listen address and its peer id.
+    addr: String,
+    id: String,
+}
+
+impl BenchNode {
+    fn start(
+        ww: &Path,
+        cache: &Path,
+        socket: &Path,
+        image: &Path,
+        args: &[&str],
+    ) -> Result<BenchNode> {
+        use std::io::BufRead as _;
+        let _ = std::fs::remove_file(socket);
+        let mut child = Command::new(ww)
+            .env("WW_CACHE_DIR", cache)
+            .arg("run")
+            .arg("--rpc-socket")
+            .arg(socket)
+            .arg(image)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot start ww")?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let listening = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(addr) = line.strip_prefix("ww: listening on ") {
+                        break addr.to_owned();
+                    }
+                }
+                _ => {
+                    let _ = child.kill();
+                    bail!("ww printed no listen address");
+                }
+            }
+        };
+        // Drain the rest, so that ww never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        let (addr, id) = listening
+            .split_once("/p2p/")
+            .context("a listen address without /p2p/")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !socket.exists() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("ww did not create {}", socket.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(BenchNode {
+            child,
+            addr: addr.to_owned(),
+            id: id.to_owned(),
+        })
+    }
+}
+
+impl Drop for BenchNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The counter example's `get()` from pycapnp: through node A's socket and then libp2p to
+/// node B, against B's own socket.
+fn rpc_libp2p(root: &Path, ww: &Path, images: &Path, cache: &Path) -> Result<Row> {
+    let python = test::python_env(root)?.context("no python3 venv: cannot run pycapnp")?;
+    let dir = root.join("target/bench-rpc");
+    std::fs::create_dir_all(&dir)?;
+    let b_socket = dir.join("b.sock");
+    let b = BenchNode::start(ww, cache, &b_socket, &images.join("counter"), &[])?;
+    let a_socket = dir.join("a.sock");
+    let _a = BenchNode::start(ww, cache, &a_socket, &images.join("testbed"), &["block"])?;
+    let direct = pycapnp_client(root, &python, &b_socket, &["--counter"])?;
+    let remote = pycapnp_client(
+        root,
+        &python,
+        &a_socket,
+        &["--counter", "--via", &b.id, &b.addr],
+    )?;
+    let (p50, direct_p50) = (field(&remote, "rtt_p50_us")?, field(&direct, "rtt_p50_us")?);
+    let ratio = p50 / direct_p50;
+    Ok(Row {
+        metric: "pycapnp `counter.get()` round trip, p50: over libp2p /ww/0.1.0 (via a second \
+                 node) vs over the counter node's --rpc-socket",
+        ww: format!(
+            "{p50:.1} µs ({:.0} pipelined calls/s)",
+            field(&remote, "pipelined_per_sec")?
+        ),
+        reference: format!(
+            "{direct_p50:.1} µs ({:.0} pipelined calls/s)",
+            field(&direct, "pipelined_per_sec")?
+        ),
+        ratio: format!("{ratio:.2}"),
+        target: "recorded (no target set)",
+        met: true,
     })
 }
 
@@ -616,6 +733,12 @@ const NOTES: &str = "
   capnp-rpc's own per-call work inside the guest (and wasi-libc's allocator, about 12% of
   the guest's profile); batching the guest's writes per flush took it from 75k to 95–99k
   calls/s across runs. It misses the 100k target by 1–5%.
+- **libp2p**: node B runs the counter example (`examples/images/counter`), node A the
+  testbed; both on 127.0.0.1, TCP, noise, yamux. The same pycapnp client times `get()` on
+  B's exported counter twice: on B's `--rpc-socket` (the reference), and on A's socket
+  after `Host.connect` to B, so that each call crosses the socket to A, A's Cap'n Proto
+  proxy of B's capability, and a `/ww/0.1.0` stream to B. The difference is the cost of the
+  network hop and the relay through A.
 - **pycapnp**: the same Python client (xtask/bench/rpc_client.py) calls `host.id()` through
   `ww run --rpc-socket` and through a native capnp-rpc server on a Unix socket serving the
   same schema.

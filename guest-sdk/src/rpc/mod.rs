@@ -5,7 +5,11 @@
 //! node's [`Membrane`](membrane::Client): [`graft`] it for a [`Session`] of capabilities
 //! (`capnp/membrane.capnp`, `capnp/host.capnp`). [`export`] does the same while offering
 //! a membrane the cell implements as its own bootstrap capability: pid0's becomes the
-//! membrane the node serves (`ww run --rpc-socket`).
+//! membrane the node serves to local clients (`ww run --rpc-socket`) and to peers.
+//! [`export_caps`] is the short way to offer named capabilities ([`Export`]) that way;
+//! a client finds them in its session with [`Session::export`]. A connection to a peer
+//! ([`crate::net::connect`]) is the same [`Connection`], with the peer's membrane at the
+//! far end.
 //!
 //! Cap'n Proto here is [`capnp_rpc`], single-threaded and asynchronous. This module runs it
 //! on an executor of its own, [`block_on`], which waits in `wasi:io/poll` for the
@@ -34,8 +38,10 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 
+use capnp::capability::FromClientHook;
 use capnp::message::ReaderOptions;
 use capnp_rpc::rpc_twoparty_capnp::Side;
 use capnp_rpc::{RpcSystem, twoparty};
@@ -48,6 +54,7 @@ mod reactor;
 pub mod schema;
 
 pub use reactor::{AsyncInputStream, AsyncOutputStream, Wait, block_on, sleep, spawn, wait};
+pub use schema::counter_capnp::counter;
 pub use schema::host_capnp::{byte_stream, executor, host, process};
 pub use schema::membrane_capnp::{membrane, status_poller};
 
@@ -74,6 +81,10 @@ const BUFFER: usize = 64 * 1024;
 pub enum RpcError {
     /// The host refused the connection (e.g. an export by a cell other than pid0).
     Connect(String),
+    /// A connection to a peer ([`crate::net::connect`]) failed: a malformed peer id or
+    /// address, a peer that cannot be found or reached, a refused stream, or a cell that
+    /// does not hold the network capability. The host's message says which.
+    Dial(String),
     /// Nothing could progress and nothing was waited for: the future given to
     /// [`block_on`] could never complete.
     Deadlock,
@@ -87,6 +98,7 @@ impl fmt::Display for RpcError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RpcError::Connect(why) => write!(f, "connecting to the host's RPC system: {why}"),
+            RpcError::Dial(why) => write!(f, "connecting to the peer: {why}"),
             RpcError::Deadlock => f.write_str(
                 "deadlock: no task can progress and none waits for anything that could wake it",
             ),
@@ -111,8 +123,9 @@ impl From<capnp::Error> for RpcError {
     }
 }
 
-/// One connection to the host's RPC system: the node's membrane, and the [`Driver`] that
-/// runs the connection.
+/// One two-party Cap'n Proto connection, to the host's RPC system ([`connect`],
+/// [`export`]) or to a peer ([`crate::net::connect`]): the membrane at its far end, and the
+/// [`Driver`] that runs the connection.
 ///
 /// Nothing moves on the connection until its driver runs: [`spawn`](Connection::spawn) it
 /// inside [`block_on`], or take it with [`into_parts`](Connection::into_parts) and await it
@@ -129,7 +142,8 @@ impl fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// The node's membrane (the host's bootstrap capability on this connection).
+    /// The far end's bootstrap capability: the node's membrane on a connection to the host,
+    /// the peer's on a connection to a peer.
     pub fn membrane(&self) -> membrane::Client {
         self.membrane.clone()
     }
@@ -139,8 +153,8 @@ impl Connection {
         (self.membrane, self.driver)
     }
 
-    /// Runs the connection as a task of the running [`block_on`] (until the host ends it,
-    /// or that `block_on` returns) and gives the membrane.
+    /// Runs the connection as a task of the running [`block_on`] (until the far end ends
+    /// it, or that `block_on` returns) and gives the membrane.
     ///
     /// # Panics
     ///
@@ -149,15 +163,39 @@ impl Connection {
         let (membrane, driver) = self.into_parts();
         spawn(async move {
             if let Err(e) = driver.await {
-                crate::debug!("the connection to the host ended: {e}");
+                crate::debug!("a connection ended: {e}");
             }
         });
         membrane
     }
+
+    /// Runs Cap'n Proto over the cell's ends of a connection the host opened (`ww:host/rpc`
+    /// or `ww:host/net`), with the host's bounds on every message, offering `own` as this
+    /// side's bootstrap capability. The far end's bootstrap capability is a membrane.
+    ///
+    /// Every connection is made here: [`connect`], [`export`] and [`crate::net::connect`].
+    pub(crate) fn over(streams: raw::Connection, own: Option<membrane::Client>) -> Connection {
+        let input = BufReader::with_capacity(BUFFER, AsyncInputStream::new(streams.input));
+        let (output, pump) = outgoing::outgoing(streams.output);
+        let mut options = ReaderOptions::new();
+        options
+            .traversal_limit_in_words(Some(TRAVERSAL_LIMIT_WORDS))
+            .nesting_limit(NESTING_LIMIT);
+        let network = twoparty::VatNetwork::new(input, output, Side::Client, options);
+        let mut system = RpcSystem::new(Box::new(network), own.map(|m| m.client));
+        let membrane: membrane::Client = system.bootstrap(Side::Server);
+        Connection {
+            membrane,
+            driver: Driver {
+                system,
+                pump: Some(pump),
+            },
+        }
+    }
 }
 
 /// Runs one connection: sends the calls its capabilities make, receives the answers, and
-/// serves the calls the host makes on the cell's own capabilities. Completes when the
+/// serves the calls the far end makes on the cell's own capabilities. Completes when the
 /// connection ends.
 #[must_use = "a connection does nothing unless its driver runs"]
 pub struct Driver {
@@ -184,7 +222,7 @@ impl Future for Driver {
         {
             // A failed stream fails the system's next write, which ends it.
             if let Err(e) = result {
-                crate::debug!("writing to the host: {e}");
+                crate::debug!("writing to the connection: {e}");
             }
             self.pump = None;
         }
@@ -211,24 +249,80 @@ pub fn export(membrane: membrane::Client) -> Result<Connection, RpcError> {
     open(true, Some(membrane))
 }
 
+/// Opens a connection to the host's RPC system, exporting `own` when `export`.
 fn open(export: bool, own: Option<membrane::Client>) -> Result<Connection, RpcError> {
-    let connection = raw::connect(export).map_err(RpcError::Connect)?;
-    let input = BufReader::with_capacity(BUFFER, AsyncInputStream::new(connection.input));
-    let (output, pump) = outgoing::outgoing(connection.output);
-    let mut options = ReaderOptions::new();
-    options
-        .traversal_limit_in_words(Some(TRAVERSAL_LIMIT_WORDS))
-        .nesting_limit(NESTING_LIMIT);
-    let network = twoparty::VatNetwork::new(input, output, Side::Client, options);
-    let mut system = RpcSystem::new(Box::new(network), own.map(|m| m.client));
-    let membrane: membrane::Client = system.bootstrap(Side::Server);
-    Ok(Connection {
-        membrane,
-        driver: Driver {
-            system,
-            pump: Some(pump),
-        },
-    })
+    let streams = raw::connect(export).map_err(RpcError::Connect)?;
+    Ok(Connection::over(streams, own))
+}
+
+/// Exports `exports` as [`export`] does, through a membrane made for them: each graft on it
+/// gives a session holding these capabilities by name, and nothing else.
+///
+/// The node completes that session for whoever grafts on it (a peer, or a local client of
+/// `ww run --rpc-socket`): the epoch and status are the node's, the host and executor the
+/// node's too, and every export is wrapped in the node's epoch guard, so advancing the epoch
+/// revokes what earlier sessions got (their calls fail with
+/// [`capnp::ErrorKind::Disconnected`]; the client grafts again). A client takes an export
+/// with [`Session::export`]; give each a distinct name (a client finds the first one of a
+/// name).
+///
+/// Only pid0 may export; the host refuses any other cell ([`RpcError::Connect`]). Keep the
+/// connection's [`Driver`] running for as long as the capabilities are to be served:
+///
+/// ```no_run
+/// use std::cell::Cell;
+/// use std::rc::Rc;
+///
+/// use ww::rpc::{Export, capnp, capnp_rpc, counter};
+///
+/// struct Counter(Cell<u64>);
+///
+/// impl counter::Server for Counter {
+///     async fn increment(
+///         self: Rc<Self>,
+///         params: counter::IncrementParams,
+///         mut results: counter::IncrementResults,
+///     ) -> Result<(), capnp::Error> {
+///         let value = self.0.get().saturating_add(params.get()?.get_by());
+///         self.0.set(value);
+///         results.get().set_value(value);
+///         Ok(())
+///     }
+/// }
+///
+/// let counter: counter::Client = capnp_rpc::new_client(Counter(Cell::new(0)));
+/// let (_node, driver) = ww::rpc::export_caps([Export::new("counter", counter)])?.into_parts();
+/// ww::rpc::block_on(driver)??; // serves until the host ends the connection
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn export_caps(exports: impl IntoIterator<Item = Export>) -> Result<Connection, RpcError> {
+    let membrane = ExportsMembrane {
+        exports: exports.into_iter().collect(),
+    };
+    export(capnp_rpc::new_client(membrane))
+}
+
+/// The membrane of [`export_caps`]: every graft is a session of the exports alone.
+struct ExportsMembrane {
+    exports: Vec<Export>,
+}
+
+impl membrane::Server for ExportsMembrane {
+    async fn graft(
+        self: Rc<Self>,
+        _: membrane::GraftParams,
+        mut results: membrane::GraftResults,
+    ) -> Result<(), capnp::Error> {
+        let len = u32::try_from(self.exports.len())
+            .map_err(|_| capnp::Error::failed("too many exports for one message".into()))?;
+        let mut list = results.get().init_session().init_exports(len);
+        for (i, export) in (0..len).zip(&self.exports) {
+            let mut out = list.reborrow().get(i);
+            out.set_name(export.name.as_str());
+            out.init_cap().set_as_capability(export.cap.hook.add_ref());
+        }
+        Ok(())
+    }
 }
 
 /// Connects ([`connect`]), runs the connection and `body` with the node's membrane on
@@ -247,6 +341,35 @@ where
     })?
 }
 
+/// A capability exported through a membrane, with the name clients find it by (`Export` in
+/// `capnp/membrane.capnp`).
+#[derive(Clone)]
+pub struct Export {
+    /// The name, e.g. `counter`.
+    pub name: String,
+    /// The capability, untyped: cast it to the interface its name promises
+    /// ([`Session::export`] does).
+    pub cap: capnp::capability::Client,
+}
+
+impl Export {
+    /// `cap` (any typed client, e.g. a [`counter::Client`]) under `name`.
+    pub fn new(name: impl Into<String>, cap: impl FromClientHook) -> Export {
+        Export {
+            name: name.into(),
+            cap: capnp::capability::Client::new(cap.into_client_hook()),
+        }
+    }
+}
+
+impl fmt::Debug for Export {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Export")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The capabilities of one graft, owned.
 #[derive(Clone)]
 pub struct Session {
@@ -260,12 +383,32 @@ pub struct Session {
     pub executor: executor::Client,
     /// Watches the membrane's epoch; never revoked.
     pub status: status_poller::Client,
+    /// The capabilities the membrane's cell exports, by name (see [`export_caps`]); empty
+    /// when it exports none. Revoked with the session, as `host` and `executor` are.
+    pub exports: Vec<Export>,
+}
+
+impl Session {
+    /// The export named `name`, as the interface `C` (e.g. [`counter::Client`]), or `None`
+    /// when the session has no export of that name. The first one wins when several share
+    /// it.
+    ///
+    /// The cast is not checked: a capability of another interface fails each call (with
+    /// [`capnp::ErrorKind::Unimplemented`]).
+    pub fn export<C: FromClientHook>(&self, name: &str) -> Option<C> {
+        self.exports
+            .iter()
+            .find(|export| export.name == name)
+            .map(|export| export.cap.clone().cast_to())
+    }
 }
 
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let exports: Vec<&str> = self.exports.iter().map(|e| e.name.as_str()).collect();
         f.debug_struct("Session")
             .field("epoch", &self.epoch)
+            .field("exports", &exports)
             .finish_non_exhaustive()
     }
 }
@@ -279,7 +422,23 @@ pub async fn graft(membrane: &membrane::Client) -> Result<Session, capnp::Error>
         host: session.get_host()?,
         executor: session.get_executor()?,
         status: session.get_status()?,
+        exports: exports_of(session)?,
     })
+}
+
+/// The exports of a session, in order; none when it has no such field (a session from an
+/// older node reads as an empty list).
+fn exports_of(
+    session: schema::membrane_capnp::session::Reader<'_>,
+) -> Result<Vec<Export>, capnp::Error> {
+    let mut exports = Vec::new();
+    for export in session.get_exports()? {
+        exports.push(Export {
+            name: export.get_name()?.to_string()?,
+            cap: export.get_cap().get_as_capability()?,
+        });
+    }
+    Ok(exports)
 }
 
 /// Advances the node's membrane epoch, revoking every capability of every session grafted
@@ -287,4 +446,87 @@ pub async fn graft(membrane: &membrane::Client) -> Result<Session, capnp::Error>
 /// the new epoch. Only pid0 may; the host refuses any other cell.
 pub fn advance_epoch() -> Result<u64, String> {
     raw::advance_epoch()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use futures::executor::block_on;
+
+    use super::*;
+
+    /// A Counter for the tests.
+    struct Counter(Cell<u64>);
+
+    impl counter::Server for Counter {
+        async fn increment(
+            self: Rc<Self>,
+            params: counter::IncrementParams,
+            mut results: counter::IncrementResults,
+        ) -> Result<(), capnp::Error> {
+            let value = self.0.get().saturating_add(params.get()?.get_by());
+            self.0.set(value);
+            results.get().set_value(value);
+            Ok(())
+        }
+    }
+
+    /// Grafts onto the membrane of [`export_caps`] holding `exports` (locally, without a
+    /// host) and reads the session's exports as [`graft`] does.
+    fn grafted(exports: Vec<Export>) -> Result<Vec<Export>, capnp::Error> {
+        let membrane: membrane::Client = capnp_rpc::new_client(ExportsMembrane { exports });
+        block_on(async {
+            let reply = membrane.graft_request().send().promise.await?;
+            exports_of(reply.get()?.get_session()?)
+        })
+    }
+
+    #[test]
+    fn exports_reach_the_session_by_name() -> Result<(), capnp::Error> {
+        let counter: counter::Client = capnp_rpc::new_client(Counter(Cell::new(u64::MAX - 1)));
+        let other: counter::Client = capnp_rpc::new_client(Counter(Cell::new(0)));
+        let exports = grafted(vec![
+            Export::new("counter", counter),
+            Export::new("other", other),
+        ])?;
+        let names: Vec<&str> = exports.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["counter", "other"]);
+
+        let session = Session {
+            epoch: 0,
+            host: capnp_rpc::new_client(Unused),
+            executor: capnp_rpc::new_client(Unused),
+            status: capnp_rpc::new_client(Unused),
+            exports,
+        };
+        assert!(session.export::<counter::Client>("missing").is_none());
+        let counter: counter::Client = session
+            .export("counter")
+            .ok_or_else(|| capnp::Error::failed("no counter".into()))?;
+        let increment = |by| {
+            let mut request = counter.increment_request();
+            request.get().set_by(by);
+            block_on(async {
+                let reply = request.send().promise.await?;
+                Ok::<_, capnp::Error>(reply.get()?.get_value())
+            })
+        };
+        assert_eq!(increment(1)?, u64::MAX);
+        assert_eq!(increment(1)?, u64::MAX, "saturates");
+        Ok(())
+    }
+
+    #[test]
+    fn no_exports_is_an_empty_list() -> Result<(), capnp::Error> {
+        assert!(grafted(Vec::new())?.is_empty());
+        Ok(())
+    }
+
+    /// A capability the tests never call.
+    struct Unused;
+
+    impl host::Server for Unused {}
+    impl executor::Server for Unused {}
+    impl status_poller::Server for Unused {}
 }

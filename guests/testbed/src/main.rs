@@ -11,8 +11,9 @@
 //! - `kill`: spawns `/bin/main.wasm spin`, kills it, waits for it through its pollable,
 //!   prints `child: <status>`;
 //! - `spawn [OPTIONS] -- CHILD_ARGS...`: spawns `/bin/main.wasm CHILD_ARGS...` (or `--path
-//!   P`) with inherited stdio and the options given, waits, and prints `child: <status>`,
-//!   or `refused: <why>` when the host refuses (exit 0 either way);
+//!   P`) with inherited stdio and the options given (`--ipfs` and `--network` pass those
+//!   capabilities on), waits, and prints `child: <status>`, or `refused: <why>` when the
+//!   host refuses (exit 0 either way);
 //! - `ls PATH`: lists a directory, one name a line, directories ending in `/`;
 //! - `write PATH TEXT`: writes TEXT to PATH, printing `wrote` or `error: <why>`;
 //! - `dirs`: prints the directories the cell holds, one a line: `PATH ro|rw`;
@@ -43,10 +44,17 @@
 //! - `ipfs-cat PATH`: prints the IPFS file at PATH ([`ww::ipfs::cat`]);
 //! - `ipfs-add TEXT`: adds TEXT to IPFS, prints its `/ipfs/<cid>`;
 //! - `rpc-bench N`: times N sequential `host.id()` calls and N at once, printing
-//!   `rpc-bench rtt_p50_us=… rtt_p99_us=… pipelined_per_sec=…` (for `cargo xtask bench`).
+//!   `rpc-bench rtt_p50_us=… rtt_p99_us=… pipelined_per_sec=…` (for `cargo xtask bench`);
+//! - `net-id`: prints the node's peer id ([`ww::net::id`]);
+//! - `net-addrs`: prints each address the node listens on, one a line;
+//! - `net-call PEER [ADDR...]`: connects to PEER ([`ww::net::connect`]), grafts, calls
+//!   `increment(1)` on its export `counter` and prints `counter = V`;
+//! - `net-denied`: prints `denied: <why>` when [`ww::net::id`] fails, `allowed` when it
+//!   answers, and exits 0 either way (`spawn [--network] -- net-denied` shows whether a
+//!   child got the network).
 //!
-//! Usage errors and failed `ls`/`write`/`fd-*`/`idle`/`rpc-*`/`ipfs-*` exit 1, the failures printed on
-//! stdout as `error: <why>`; an unknown mode exits 2.
+//! Usage errors and failed `ls`/`write`/`fd-*`/`idle`/`rpc-*`/`ipfs-*`/`net-*` exit 1, the
+//! failures printed on stdout as `error: <why>`; an unknown mode exits 2.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -55,6 +63,7 @@ use std::time::{Duration, Instant};
 use ww::fd::{Fd, Mode};
 use ww::process::{Command, DirGrant, FdPass, Stdio};
 
+mod net;
 mod rpc;
 
 /// The program children run unless `--path` says otherwise: the testbed itself.
@@ -66,12 +75,13 @@ usage: testbed MODE [ARGS...]
   spin | hog | trap | exit N | storm | kill | ls PATH | write PATH TEXT | dirs
   spawn [--dir PATH[:AT]] [--ro-dir PATH[:AT]] [--fd NAME[:CHILD_NAME][:r|w|rw]]
         [--timeout-ms N] [--max-memory N] [--fuel N] [--max-children N] [--executor]
-        [--ipfs] [--path P] -- CHILD_ARGS...
+        [--ipfs] [--network] [--path P] -- CHILD_ARGS...
   fd-names | fd-read NAME | fd-write NAME TEXT | fd-size NAME
   fd-read-at NAME OFFSET LEN | fd-write-at NAME OFFSET TEXT
   ping | block | bench-spawn N [path|bytes] | idle N
   rpc-id | rpc-big | rpc-many N | rpc-export | rpc-exit-mid-call CODE | rpc-advance
   rpc-bench N | ipfs-cat PATH | ipfs-add TEXT
+  net-id | net-addrs | net-call PEER [ADDR...] | net-denied
 ";
 
 fn main() {
@@ -122,6 +132,10 @@ fn main() {
             Ok(path) => say(&path),
             Err(e) => error(&format!("ipfs-add: {e}")),
         },
+        ["net-id"] => net::id(),
+        ["net-addrs"] => net::addrs(),
+        ["net-call", peer, addrs @ ..] => net::call(peer, addrs),
+        ["net-denied"] => net::denied(),
         _ => {
             let _ = io::stderr().write_all(USAGE.as_bytes());
             ww::exit(2);
@@ -279,6 +293,9 @@ fn spawn(args: &[&str]) -> ! {
             }
             "--ipfs" => {
                 command.ipfs(true);
+            }
+            "--network" => {
+                command.network(true);
             }
             "--path" => {
                 value(); // already taken

@@ -4,18 +4,20 @@
 //! Each capability is one module: `cell` (what a cell knows of itself and its exact exit),
 //! `log` (guest logging into the host's tracing), `fs` (preopened directories), `fd` (host
 //! file descriptors granted by name), `rpc` (the Cap'n Proto bridge to the node), `ipfs`
-//! (cat, ls and add through the node's IPFS daemon). A new capability is a new module plus
+//! (cat, ls and add through the node's IPFS daemon), `net` (the node's libp2p identity and
+//! peers, and connections to peers' membranes). A new capability is a new module plus
 //! one line in [`add_to_linker`] (or, for one served from a view of the store, in the
 //! executor's cell linker).
 //!
 //! Architecture invariant: capabilities depend on nothing else in the host but the fd model
-//! (`fds`) and the IPFS client (`ipfs`); cells depend on capabilities, never the reverse.
+//! (`fds`), the IPFS client (`ipfs`) and the network (`net`); cells depend on capabilities, never the reverse.
 
 mod cell;
 pub mod fd;
 pub mod fs;
 pub mod ipfs;
 mod log;
+pub mod net;
 pub mod rpc;
 
 use wasmtime::component::{HasSelf, Linker};

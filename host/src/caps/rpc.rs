@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use tokio::io::DuplexStream;
+use tokio::io::{AsyncRead, AsyncWrite, DuplexStream};
 use wasmtime::component::{HasData, Linker, ResourceTable};
 use wasmtime_wasi::p2::pipe::{AsyncReadStream, AsyncWriteStream};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
@@ -57,17 +57,25 @@ impl RpcView<'_> {
     }
 }
 
+/// The cell's ends of a connection over `stream`, as WASI streams in its table.
+pub(crate) fn connection<S>(table: &mut ResourceTable, stream: S) -> Result<wit::Connection, String>
+where
+    S: AsyncRead + AsyncWrite + Send + Sync + 'static,
+{
+    let (reader, writer) = tokio::io::split(stream);
+    let input: DynInputStream = Box::new(AsyncReadStream::new(reader));
+    let output: DynOutputStream = Box::new(AsyncWriteStream::new(BRIDGE_CAPACITY, writer));
+    let input = table.push(input).map_err(|e| e.to_string())?;
+    let output = table.push(output).map_err(|e| e.to_string())?;
+    Ok(wit::Connection { input, output })
+}
+
 impl wit::Host for RpcView<'_> {
     fn connect(&mut self, export: bool) -> Result<wit::Connection, String> {
         let host = self.host()?;
         let (cell, node) = tokio::io::duplex(BRIDGE_CAPACITY);
         host.serve(node, export)?;
-        let (reader, writer) = tokio::io::split(cell);
-        let input: DynInputStream = Box::new(AsyncReadStream::new(reader));
-        let output: DynOutputStream = Box::new(AsyncWriteStream::new(BRIDGE_CAPACITY, writer));
-        let input = self.table.push(input).map_err(|e| e.to_string())?;
-        let output = self.table.push(output).map_err(|e| e.to_string())?;
-        Ok(wit::Connection { input, output })
+        connection(self.table, cell)
     }
 
     fn advance_epoch(&mut self) -> Result<u64, String> {

@@ -8,7 +8,8 @@ use tracing_subscriber::EnvFilter;
 pub fn init(verbose: u8, quiet: bool) {
     let default = match (quiet, verbose) {
         (true, _) => "error",
-        (false, 0) => "warn",
+        // libp2p warns of what a peer did wrong, which ww handles: not the user's concern.
+        (false, 0) => "warn,libp2p=error,quinn=error,yamux=error,multistream_select=error",
         (false, 1) => "ww=debug,info",
         (false, _) => "ww=trace,debug",
     };

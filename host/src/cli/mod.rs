@@ -6,7 +6,9 @@
 mod export;
 mod fd;
 mod ipfs;
+mod keygen;
 mod logging;
+mod net;
 mod run;
 
 use std::process::ExitCode;
@@ -38,6 +40,8 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Add a file or directory to IPFS and print its /ipfs/<cid>.
     Export(export::ExportArgs),
+    /// Write a new node identity (an ed25519 key) to PATH and print its peer id.
+    Keygen(keygen::KeygenArgs),
 }
 
 /// Renders diagnostics for a person on a terminal, and unwrapped (one line per message,
@@ -66,8 +70,12 @@ pub fn main() -> ExitCode {
     logging::init(cli.verbose, cli.quiet);
     install_error_renderer();
     let result = match cli.command {
-        Command::Run(args) => run::main(*args),
+        Command::Run(mut args) => {
+            args.quiet = cli.quiet;
+            run::main(*args)
+        }
         Command::Export(args) => export::main(args),
+        Command::Keygen(args) => keygen::main(args),
     };
     match result {
         Ok(status) => ExitCode::from(status),

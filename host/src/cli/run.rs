@@ -16,6 +16,7 @@ use ww::executor::process::Exit;
 use ww::executor::stdio::Stdio;
 use ww::executor::{Executor, Loaded};
 use ww::image::Image;
+use ww::net::bootstrap::{self, BootPeer};
 use ww::rpc::{ExecutorGrant, Node, RpcError, RpcServer, RpcSocket};
 use ww::units;
 use ww::wasm::EngineOptions;
@@ -62,6 +63,9 @@ pub struct RunArgs {
     #[command(flatten)]
     ipfs: super::ipfs::IpfsArgs,
 
+    #[command(flatten)]
+    net: super::net::NetArgs,
+
     /// Compile without the on-disk cache of compiled programs (see WW_CACHE_DIR).
     #[arg(long)]
     no_cache: bool,
@@ -83,6 +87,10 @@ pub struct RunArgs {
         allow_hyphen_values = true
     )]
     args: Vec<String>,
+
+    /// `-q`: print nothing but errors (set from the global flag).
+    #[arg(skip)]
+    pub quiet: bool,
 }
 
 /// A malformed `--env` or `WW_ENV` entry.
@@ -151,9 +159,18 @@ pub fn main(mut args: RunArgs) -> Result<u8, Report> {
         .and_then(ww::ipfs::path::IpfsPath::parse)
         .is_some();
     args.ipfs.localize(&mut args.image, &mut args.layers)?;
+    // The node's identity (created now if --identity names no file) and listen addresses.
+    let net_config = args.net.config()?;
     // A native program (ELF, `#!` script, or a bin/{os}_{arch}/ image) runs in a jail.
     if let Some(program) = ww::native::detect(&args.image)? {
-        return native::main(&args, program, env, plan.into_grants(), from_ipfs);
+        return native::main(
+            &args,
+            program,
+            env,
+            plan.into_grants(),
+            from_ipfs,
+            net_config,
+        );
     }
     let fds = FdGrants::from_grants(plan.into_grants());
     // pid0 holds the node's IPFS (ww:host/ipfs). Nothing is contacted or created until a
@@ -181,6 +198,15 @@ pub fn main(mut args: RunArgs) -> Result<u8, Report> {
         .transpose()?;
 
     let runtime = runtime()?;
+    // The boot/ peers are known to the network from its start; it starts on a thread of its
+    // own while pid0 boots.
+    let boot_peers = booted.image.root().map(boot_peers).unwrap_or_default();
+    let mut net_config = net_config;
+    net_config.known = boot_peers
+        .iter()
+        .map(|p| (p.peer, p.addrs.clone()))
+        .collect();
+    let network = super::net::start(net_config, runtime.handle(), args.quiet);
     let cell = booted.image.name().to_owned();
     // Cap'n Proto (capnp-rpc is !Send) runs on this thread's local set, beside the cells.
     let local = tokio::task::LocalSet::new();
@@ -191,9 +217,10 @@ pub fn main(mut args: RunArgs) -> Result<u8, Report> {
         let grant = |booted: &Booted| {
             ExecutorGrant::new(executor.clone(), booted.info(), limits, Stdio::host())
         };
-        let node = Node::new(ww::rpc::ephemeral_id(), Some(grant(&booted)));
+        let node = Node::new(network.clone(), Some(grant(&booted)));
         node.epoch.advance_on_sighup().map_err(RpcError::Signal)?;
         let server = RpcServer::start(node);
+        super::net::on_start(network.clone(), server.clone(), boot_peers, args.quiet);
         if let Some(socket) = rpc_socket.as_mut() {
             socket.serve(server.clone())?;
             tracing::info!("serving the membrane on {}", socket.path().display());
@@ -209,6 +236,7 @@ pub fn main(mut args: RunArgs) -> Result<u8, Report> {
                 .fds(fds.clone())
                 .rpc(Some(bridge.clone()))
                 .ipfs(ipfs.clone())
+                .network(Some(network.clone()))
                 .executor(true);
             let pid0 = executor.spawn(&booted.loaded, config)?;
             let services = match booted.image.root() {
@@ -220,6 +248,10 @@ pub fn main(mut args: RunArgs) -> Result<u8, Report> {
             let ended = loop {
                 tokio::select! {
                     exit = pid0.wait() => break BootEnd::Exit(exit),
+                    failed = network.failed() => {
+                        pid0.kill();
+                        break BootEnd::Failed(Report::new(super::net::StartFailed(failed)));
+                    }
                     // With a socket to remove, SIGINT and SIGTERM end ww in order.
                     status = terminated(), if serving => {
                         pid0.kill();
@@ -255,6 +287,7 @@ pub fn main(mut args: RunArgs) -> Result<u8, Report> {
                 BootEnd::Reloaded => continue,
                 BootEnd::Exit(exit) => break Ok::<Result<Exit, u8>, Report>(Ok(exit)),
                 BootEnd::Signal(status) => break Ok(Err(status)),
+                BootEnd::Failed(report) => break Err(report),
             }
         }
     });
@@ -272,6 +305,15 @@ pub fn main(mut args: RunArgs) -> Result<u8, Report> {
     };
     report(&cell, &exit, &args_limits_hint(args.max_memory));
     Ok(exit.status())
+}
+
+/// The peers of the image's `boot/`, warning of every entry skipped.
+fn boot_peers(root: &std::path::Path) -> Vec<BootPeer> {
+    let (peers, warnings) = bootstrap::read(root);
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    peers
 }
 
 /// The executor pid0 and its children run on, as the flags configure it.
@@ -313,6 +355,8 @@ enum BootEnd {
     Signal(u8),
     /// The image was reloaded and pid0 must boot again.
     Reloaded,
+    /// Something pid0 depends on failed (the network could not start).
+    Failed(Report),
 }
 
 /// One load of the image: its merged root, and pid0's filesystem and program.

@@ -20,9 +20,11 @@ use super::process::{Children, Exit};
 use super::stdio::Stdio;
 use crate::caps::fd::{FdGrants, FdView};
 use crate::caps::ipfs::IpfsView;
+use crate::caps::net::NetView;
 use crate::caps::rpc::{RpcHost, RpcView};
 use crate::caps::{self, CellInfo, DirGrantError};
 use crate::ipfs::Ipfs;
+use crate::net::Starting;
 
 /// A cell that could not be started.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -91,6 +93,7 @@ pub struct CellConfig {
     fds: FdGrants,
     rpc: Option<Arc<dyn RpcHost>>,
     ipfs: Option<Arc<Ipfs>>,
+    network: Option<Starting>,
 }
 
 impl CellConfig {
@@ -108,7 +111,14 @@ impl CellConfig {
             fds: FdGrants::default(),
             rpc: None,
             ipfs: None,
+            network: None,
         }
+    }
+
+    /// Gives the cell the node's network (`ww:host/net`), or not.
+    pub fn network(mut self, network: Option<Starting>) -> CellConfig {
+        self.network = network;
+        self
     }
 
     /// Gives the cell IPFS (`ww:host/ipfs`), through this client and cache, or not.
@@ -196,6 +206,9 @@ pub(crate) struct Spawner {
     /// The cell's IPFS, when it holds it: served to the cell (`ww:host/ipfs`) and passed on
     /// to the children it asks it for.
     pub ipfs: Option<Arc<Ipfs>>,
+    /// The cell's network, when it holds it: served to the cell (`ww:host/net`) and passed
+    /// on to the children it asks it for.
+    pub network: Option<Starting>,
 }
 
 /// What a component cell's store holds.
@@ -239,6 +252,10 @@ pub(crate) fn component_linker(engine: &Engine) -> wasmtime::Result<ComponentLin
     })?;
     caps::ipfs::add_to_linker(&mut linker, |state: &mut CellState| IpfsView {
         ipfs: state.spawner.ipfs.as_ref(),
+    })?;
+    caps::net::add_to_linker(&mut linker, |state: &mut CellState| NetView {
+        table: &mut state.table,
+        network: state.spawner.network.as_ref(),
     })?;
     super::host::add_to_linker(&mut linker)?;
     Ok(linker)
@@ -296,6 +313,7 @@ pub(crate) fn prepare_component(
             stdio: config.stdio,
             children: Children::default(),
             ipfs: config.ipfs,
+            network: config.network,
         },
         info: config.info,
         fds: config.fds,

@@ -168,6 +168,16 @@ pub(crate) fn spawn_child(
         }
     };
 
+    let network = match (options.network, &spawner.network) {
+        (false, _) => None,
+        (true, Some(network)) => Some(network.clone()),
+        (true, None) => {
+            return Err(E::NotPermitted(
+                "this cell holds no network capability to pass on".into(),
+            ));
+        }
+    };
+
     let read_error = |e: ReadError| match e {
         ReadError::NotFound(p) => E::NotFound(p),
         ReadError::TooLarge(n) => E::TooLarge(n),
@@ -211,6 +221,7 @@ pub(crate) fn spawn_child(
         .limits(limits)
         .fds(fds)
         .ipfs(ipfs)
+        .network(network)
         .executor(options.executor);
     let process = executor
         .spawn(&loaded, config)

@@ -5,7 +5,8 @@
 //! (Host, Executor, the Processes and ByteStreams they create) is made by [`guarded`], which
 //! wraps its generated dispatch in [`Guarded`]: before any call reaches the capability, the
 //! wrapper compares the session's epoch with the node's, and while a call runs it races the
-//! call against an advance. A stale call fails with a `capnp::Error` of kind
+//! call against an advance. A capability the node did not make (one a cell exports) gets the
+//! same wrapper through [`guard`], around a [`Forward`] to it. A stale call fails with a `capnp::Error` of kind
 //! [`Disconnected`](capnp::ErrorKind::Disconnected) whose description starts with
 //! `stale epoch`. No capability checks the epoch itself.
 
@@ -200,8 +201,10 @@ impl<D: Server + Clone + 'static> Server for Guarded<D> {
         DispatchCallResult::new(Promise::from_future(raced), is_streaming)
     }
 
+    /// One per wrapper, not the capability's inside: capnp-rpc exports equal pointers under one
+    /// id on a connection, and two sessions' wrappers of one capability must stay two.
     fn as_ptr(&self) -> usize {
-        self.sealed.dispatch.as_ptr()
+        Rc::as_ptr(&self.sealed) as *const () as usize
     }
 }
 
@@ -242,6 +245,55 @@ where
     };
     let any: AnyGuarded = capnp_rpc::new_client(sealed);
     C::new(any.into_client_hook())
+}
+
+/// A capability the node did not make (one a cell exported, or gave in its session), as a
+/// server: every call is copied, with the capabilities it carries, to the capability inside,
+/// and its answer copied back. [`guard`] puts it behind [`Guarded`].
+#[derive(Clone)]
+pub struct Forward {
+    target: capnp::capability::Client,
+}
+
+impl Server for Forward {
+    fn dispatch_call(
+        self,
+        interface_id: u64,
+        method_id: u16,
+        params: Params<capnp::any_pointer::Owned>,
+        mut results: Results<capnp::any_pointer::Owned>,
+    ) -> DispatchCallResult {
+        let mut request = self
+            .target
+            .new_call::<capnp::any_pointer::Owned, capnp::any_pointer::Owned>(
+                interface_id,
+                method_id,
+                None,
+            );
+        if let Err(e) = params.get().and_then(|params| request.get().set_as(params)) {
+            return DispatchCallResult::new(Promise::err(e), false);
+        }
+        let answer = async move {
+            let response = request.send().promise.await?;
+            results.get().set_as(response.get()?)
+        };
+        DispatchCallResult::new(Promise::from_future(answer), false)
+    }
+
+    fn as_ptr(&self) -> usize {
+        self.target.hook.get_ptr()
+    }
+}
+
+/// `client`, made one of a session's capabilities: behind [`Guarded`] with `epoch`, so that
+/// it is revoked with the session, whatever its interface.
+pub fn guard(epoch: &SessionEpoch, client: capnp::capability::Client) -> capnp::capability::Client {
+    let sealed = Sealed {
+        dispatch: Forward { target: client },
+        epoch: epoch.clone(),
+    };
+    let any: AnyGuarded = capnp_rpc::new_client(sealed);
+    capnp::capability::Client::new(any.into_client_hook())
 }
 
 #[cfg(test)]

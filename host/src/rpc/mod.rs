@@ -6,10 +6,12 @@
 //! binary; `cargo xtask test` fails when the committed code is stale.
 //!
 //! - [`server`]: [`RpcServer`], the node's RPC system; [`RpcServer::serve`] takes any byte
-//!   stream (a Unix socket, a cell's pipe) and serves the node's membrane on it;
+//!   stream (a Unix socket, a cell's pipe, a peer's `/ww/0.1.0` stream:
+//!   [`RpcServer::serve_peers`]) and serves the node's membrane on it;
 //! - [`epoch`]: the membrane's [`Epoch`], and [`epoch::guarded`], the one wrapper that fails
 //!   every call on a stale session's capabilities;
-//! - `node`: Membrane, StatusPoller and Host; `process`: Executor, Process, ByteStream;
+//! - `node`: Membrane (with pid0's exports), StatusPoller and Host (whose `connect` dials
+//!   a peer through [`crate::net`]); `process`: Executor, Process, ByteStream;
 //! - [`socket`]: `ww run --rpc-socket PATH`.
 //!
 //! A client grafts onto the Membrane (the bootstrap capability) to get a Session: the epoch
@@ -31,7 +33,7 @@ pub mod socket;
 use std::path::PathBuf;
 
 pub use self::epoch::Epoch;
-pub use self::node::{ExecutorGrant, Node, ephemeral_id};
+pub use self::node::{ExecutorGrant, Node};
 pub use self::process::MAX_READ;
 pub use self::server::RpcServer;
 pub use self::socket::RpcSocket;

@@ -1,6 +1,13 @@
 //! The node's capabilities over Cap'n Proto: the Membrane (the bootstrap capability), the
 //! StatusPoller, and Host.
 //!
+//! The membrane a peer grafts onto is always the node's own, so that everything a session
+//! holds is revoked with it: when pid0 has exported a membrane, a graft grafts onto it too,
+//! and the session takes its Host and Executor (when it gave them) and its exports, each
+//! behind the epoch guard ([`super::epoch::guard`]); the epoch and the StatusPoller are the
+//! node's. pid0's own connections get the node's membrane without its exports (pid0's
+//! membrane grafts onto the node's: forwarding there would go round in a circle).
+//!
 //! Everything here runs on the thread of the RPC system ([`super::server`]): capabilities
 //! are `Rc`, never shared across threads.
 
@@ -8,7 +15,7 @@ use std::cell::RefCell;
 
 use capnp::capability::Rc;
 
-use super::epoch::{Epoch, SessionEpoch, guarded};
+use super::epoch::{Epoch, SessionEpoch, guard, guarded};
 use super::process::ExecutorServer;
 use super::schema::host_capnp::{executor, host};
 use super::schema::membrane_capnp::{membrane, status_poller};
@@ -19,6 +26,7 @@ use crate::executor::cell::Spawner;
 use crate::executor::limits::Limits;
 use crate::executor::process::Children;
 use crate::executor::stdio::Stdio;
+use crate::net::{self, Network, Starting};
 
 /// The executor power of one cell, as the node hands it to its sessions: children spawned
 /// through it are that cell's, programs given by path come from its filesystem, and its
@@ -44,57 +52,42 @@ impl ExecutorGrant {
     }
 }
 
-/// What a node serves: its id, its epoch, and the executor its sessions get.
+/// What a node serves: its network (and with it its id), its epoch, and the executor its
+/// sessions get.
 #[derive(Clone)]
 pub struct Node {
-    /// What `Host.id` answers.
-    pub id: String,
     /// The membrane's epoch.
     pub epoch: Epoch,
     /// The executor sessions get; without one, `Host.executor` and `Session.executor` fail.
     pub executor: Option<ExecutorGrant>,
+    /// The network: `Host.id`, `addrs`, `peers` and `connect` answer from it (waiting for
+    /// it to start, if it has not yet).
+    pub network: Starting,
 }
 
 impl Node {
-    /// A node with `id`, a fresh epoch and the executor power `executor`.
-    pub fn new(id: impl Into<String>, executor: Option<ExecutorGrant>) -> Node {
+    /// The node on `network`, with a fresh epoch and the executor power `executor`.
+    pub fn new(network: Starting, executor: Option<ExecutorGrant>) -> Node {
         Node {
-            id: id.into(),
             epoch: Epoch::new(),
             executor,
+            network,
         }
     }
 }
 
-/// The id of a node that has no libp2p identity yet (issue 5 brings one): `ww-ephemeral-`
-/// and 32 random hex digits, new at every run. It is not a peer id, and the prefix keeps
-/// anyone from taking it for one (a libp2p peer id starts `12D3KooW` or `Qm`).
-pub fn ephemeral_id() -> String {
-    let mut bytes = [0u8; 16];
-    let random = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
-    if random.is_err() {
-        // No /dev/urandom: std's hasher keys are random per process; mix in time and pid.
-        use std::hash::{BuildHasher as _, Hasher as _};
-        for (i, chunk) in bytes.chunks_mut(8).enumerate() {
-            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-            hasher.write_usize(i);
-            hasher.write_u32(std::process::id());
-            if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-                hasher.write_u128(t.as_nanos());
-            }
-            chunk.copy_from_slice(&hasher.finish().to_le_bytes()[..chunk.len()]);
-        }
-    }
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("ww-ephemeral-{hex}")
-}
+/// The membrane a cell exported, and the connection it came on.
+pub(crate) type Exported = Rc<RefCell<Option<(u64, membrane::Client)>>>;
 
 /// The node as its capabilities see it, on the RPC thread.
 pub(crate) struct NodeState {
-    id: String,
     epoch: Epoch,
     spawner: Option<RefCell<SpawnerState>>,
+    network: Starting,
+    /// The network once started: `Host.id` is on every benchmark's hot path.
+    started: std::cell::OnceCell<Network>,
+    /// pid0's exported membrane, while its exporting connection lasts.
+    pub(crate) exported: Exported,
 }
 
 /// A cell's spawning power, as `executor::host::spawn_child` takes it.
@@ -114,8 +107,10 @@ impl SpawnerState {
                 // The sessions' children: killed when the grant is replaced or the node's
                 // RPC system ends.
                 children: Children::default(),
-                // Cap'n Proto spawns never pass IPFS on (their options have no such field).
+                // Cap'n Proto spawns never pass IPFS or the network on (their options have no
+                // such fields).
                 ipfs: None,
+                network: None,
             },
             info: grant.info,
             // Cap'n Proto cannot pass fds: children spawned through it get none.
@@ -127,16 +122,31 @@ impl SpawnerState {
 impl NodeState {
     pub(crate) fn new(node: Node) -> NodeState {
         NodeState {
-            id: node.id,
             epoch: node.epoch,
             spawner: node
                 .executor
                 .map(|grant| RefCell::new(SpawnerState::new(grant))),
+            network: node.network,
+            started: std::cell::OnceCell::new(),
+            exported: Exported::default(),
         }
     }
 
     /// Hands sessions a new cell's executor power (after the image was reloaded), killing
     /// the children spawned through the old one.
+    /// The network, once started.
+    async fn network(&self) -> Result<&Network, capnp::Error> {
+        if let Some(network) = self.started.get() {
+            return Ok(network);
+        }
+        let network = self
+            .network
+            .network()
+            .await
+            .map_err(|e| capnp::Error::failed(format!("the node's network: {e}")))?;
+        Ok(self.started.get_or_init(|| network))
+    }
+
     pub(crate) fn regrant(&self, grant: ExecutorGrant) {
         if let Some(spawner) = &self.spawner {
             *spawner.borrow_mut() = SpawnerState::new(grant);
@@ -159,11 +169,15 @@ impl NodeState {
 /// The bootstrap capability: `graft` gives a session in the current epoch.
 pub(crate) struct MembraneServer {
     node: Rc<NodeState>,
+    /// Whether grafts take pid0's exported membrane into account.
+    forward: bool,
 }
 
 impl MembraneServer {
-    pub(crate) fn new(node: Rc<NodeState>) -> MembraneServer {
-        MembraneServer { node }
+    /// The node's membrane; with `forward`, sessions carry what pid0's exported membrane
+    /// gives.
+    pub(crate) fn new(node: Rc<NodeState>, forward: bool) -> MembraneServer {
+        MembraneServer { node, forward }
     }
 }
 
@@ -174,23 +188,57 @@ impl membrane::Server for MembraneServer {
         mut results: membrane::GraftResults,
     ) -> Result<(), capnp::Error> {
         let node = &self.node;
+        let exported = match self.forward {
+            true => node.exported.borrow().as_ref().map(|(_, m)| m.clone()),
+            false => None,
+        };
+        let theirs = match exported {
+            Some(membrane) => Some(membrane.graft_request().send().promise.await?),
+            None => None,
+        };
+        let theirs = match &theirs {
+            Some(response) => Some(response.get()?.get_session()?),
+            None => None,
+        };
         let epoch = node.epoch.issue();
         let mut session = results.get().init_session();
         session.reborrow().init_epoch().set_seq(epoch.issued());
-        session.set_host(guarded(
-            &epoch,
-            HostServer {
-                node: node.clone(),
-                epoch: epoch.clone(),
-            },
-        ));
-        if let Some(executor) = node.executor(&epoch) {
-            session.set_executor(executor);
+        match theirs.filter(|s| s.has_host()) {
+            Some(s) => session.set_host(host::Client {
+                client: guard(&epoch, s.get_host()?.client),
+            }),
+            None => session.set_host(guarded(
+                &epoch,
+                HostServer {
+                    node: node.clone(),
+                    epoch: epoch.clone(),
+                },
+            )),
+        }
+        match theirs.filter(|s| s.has_executor()) {
+            Some(s) => session.set_executor(executor::Client {
+                client: guard(&epoch, s.get_executor()?.client),
+            }),
+            None => {
+                if let Some(executor) = node.executor(&epoch) {
+                    session.set_executor(executor);
+                }
+            }
         }
         // Not guarded: it is how a client learns that its session went stale.
         session.set_status(capnp_rpc::new_client(StatusServer {
             epoch: node.epoch.clone(),
         }));
+        if let Some(theirs) = theirs.filter(|s| s.has_exports()) {
+            let exports = theirs.get_exports()?;
+            let mut list = session.init_exports(exports.len());
+            for (i, export) in exports.iter().enumerate() {
+                let mut entry = list.reborrow().get(i as u32);
+                entry.set_name(export.get_name()?);
+                let cap: capnp::capability::Client = export.get_cap().get_as_capability()?;
+                entry.init_cap().set_as_capability(guard(&epoch, cap).hook);
+            }
+        }
         tracing::debug!(epoch = epoch.issued(), "grafted a session");
         Ok(())
     }
@@ -235,7 +283,8 @@ impl host::Server for HostServer {
         _: host::IdParams,
         mut results: host::IdResults,
     ) -> Result<(), capnp::Error> {
-        results.get().set_peer_id(self.node.id.as_str());
+        let network = self.node.network().await?;
+        results.get().set_peer_id(network.id());
         Ok(())
     }
 
@@ -244,7 +293,11 @@ impl host::Server for HostServer {
         _: host::AddrsParams,
         mut results: host::AddrsResults,
     ) -> Result<(), capnp::Error> {
-        results.get().init_addrs(0);
+        let addrs = self.node.network().await?.addrs();
+        let mut list = results.get().init_addrs(addrs.len() as u32);
+        for (i, addr) in addrs.iter().enumerate() {
+            list.set(i as u32, addr.to_string().as_str());
+        }
         Ok(())
     }
 
@@ -253,18 +306,38 @@ impl host::Server for HostServer {
         _: host::PeersParams,
         mut results: host::PeersResults,
     ) -> Result<(), capnp::Error> {
-        results.get().init_peers(0);
+        let peers = self.node.network().await?.peers();
+        let mut list = results.get().init_peers(peers.len() as u32);
+        for (i, peer) in peers.iter().enumerate() {
+            let mut entry = list.reborrow().get(i as u32);
+            entry.set_id(peer.id.to_string().as_str());
+            let mut addrs = entry.init_addrs(peer.addrs.len() as u32);
+            for (j, addr) in peer.addrs.iter().enumerate() {
+                addrs.set(j as u32, addr.to_string().as_str());
+            }
+        }
         Ok(())
     }
 
     async fn connect(
         self: Rc<Self>,
-        _: host::ConnectParams,
-        _: host::ConnectResults,
+        params: host::ConnectParams,
+        mut results: host::ConnectResults,
     ) -> Result<(), capnp::Error> {
-        Err(capnp::Error::unimplemented(
-            "this node has no network yet: it cannot dial peers".into(),
-        ))
+        let network = self.node.network().await?;
+        let params = params.get()?;
+        let failed = |e: net::NetError| capnp::Error::failed(e.to_string());
+        let peer = net::parse_peer_id(params.get_peer_id()?.to_str()?).map_err(failed)?;
+        let addrs = params
+            .get_addrs()?
+            .iter()
+            .map(|addr| net::parse_addr(addr?.to_str()?).map_err(failed))
+            .collect::<Result<Vec<_>, capnp::Error>>()?;
+        let stream = network.open(peer, addrs).await.map_err(failed)?;
+        results
+            .get()
+            .set_membrane(super::server::dial_membrane(peer.to_string(), stream));
+        Ok(())
     }
 
     async fn executor(

@@ -114,6 +114,7 @@ fn options_of(
         fds: Vec::new(),
         executor: false,
         ipfs: false,
+        network: false,
         limits: wit::Limits {
             max_memory: nonzero(limits.get_max_memory()),
             timeout_ms: nonzero(limits.get_timeout_ms()),

@@ -6,7 +6,6 @@
 //! a byte stream over a channel to that set, so it can be called from any task or thread
 //! (a `tokio::spawn`ed cell task, a socket's accept loop).
 
-use std::cell::RefCell;
 use std::pin::Pin;
 
 use capnp::capability::Rc;
@@ -18,9 +17,10 @@ use tokio_util::compat::{TokioAsyncReadCompatExt as _, TokioAsyncWriteCompatExt 
 
 use super::RpcError;
 use super::epoch::Epoch;
-use super::node::{ExecutorGrant, MembraneServer, Node, NodeState};
+use super::node::{ExecutorGrant, Exported, MembraneServer, Node, NodeState};
 use super::schema::membrane_capnp::membrane;
 use crate::executor::limits::MAX_PROGRAM_BYTES;
+use crate::net::{Network, PeerStream};
 
 /// The largest message a peer may send, in 8-byte words: room for a program of the largest
 /// size a spawn accepts (64 MiB) plus 1 MiB of everything else. A larger message ends that
@@ -109,6 +109,22 @@ impl RpcServer {
             .map_err(|_| RpcError::Stopped)
     }
 
+    /// Serves the node's membrane on every `/ww/0.1.0` stream peers open to `network`
+    /// (within its per-peer limits), from a task on the current tokio runtime.
+    pub fn serve_peers(&self, network: &Network) -> Result<(), crate::net::NetError> {
+        let mut incoming = network.incoming()?;
+        let server = self.clone();
+        tokio::spawn(async move {
+            while let Some((peer, stream)) = incoming.next().await {
+                tracing::debug!(%peer, "serving the membrane to a peer");
+                if server.serve(stream).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(())
+    }
+
     /// Gives later sessions `grant` as their executor power instead of the one the node
     /// started with, and kills the children spawned through the old one. Sessions grafted
     /// before should be revoked too: advance the epoch.
@@ -124,14 +140,13 @@ impl RpcServer {
     }
 }
 
-/// The membrane a cell exported, and the connection it came on.
-type Exported = Rc<RefCell<Option<(u64, membrane::Client)>>>;
-
 /// Runs on the local set: starts one RPC system per stream handed over.
 async fn accept(node: Node, mut incoming: mpsc::UnboundedReceiver<Incoming>) {
     let state = Rc::new(NodeState::new(node));
-    let own: membrane::Client = capnp_rpc::new_client(MembraneServer::new(state.clone()));
-    let exported: Exported = Rc::new(RefCell::new(None));
+    // Peers get the node's membrane with pid0's exports; the exporting cell itself gets it
+    // without them.
+    let served: membrane::Client = capnp_rpc::new_client(MembraneServer::new(state.clone(), true));
+    let plain: membrane::Client = capnp_rpc::new_client(MembraneServer::new(state.clone(), false));
     let mut next: u64 = 0;
     while let Some(message) = incoming.recv().await {
         let (stream, export) = match message {
@@ -142,23 +157,36 @@ async fn accept(node: Node, mut incoming: mpsc::UnboundedReceiver<Incoming>) {
             }
         };
         next += 1;
-        // A peer gets the membrane the node serves now: the one a cell exported, if any.
-        // The exporting cell itself always gets the node's own.
-        let served = match (export, &*exported.borrow()) {
-            (false, Some((_, membrane))) => membrane.clone(),
-            _ => own.clone(),
+        let membrane = if export {
+            plain.clone()
+        } else {
+            served.clone()
         };
         tokio::task::spawn_local(connection(
             next,
             stream,
-            served,
-            export.then(|| exported.clone()),
+            membrane,
+            export.then(|| state.exported.clone()),
         ));
     }
 }
 
+/// A Cap'n Proto two-party network on `stream`, reading with [`reader_options`].
+fn vat_network<S>(stream: S, side: Side) -> twoparty::VatNetwork<impl futures::AsyncRead + Unpin>
+where
+    S: AsyncRead + AsyncWrite + 'static,
+{
+    let (reader, writer) = tokio::io::split(stream);
+    twoparty::VatNetwork::new(
+        futures::io::BufReader::new(reader.compat()),
+        futures::io::BufWriter::new(writer.compat_write()),
+        side,
+        reader_options(),
+    )
+}
+
 /// One peer's connection, to its end. With `exported`, the peer's bootstrap capability is
-/// the node's served membrane for as long as the connection lasts.
+/// the membrane pid0 exports for as long as the connection lasts.
 async fn connection(
     id: u64,
     stream: Pin<Box<dyn Stream>>,
@@ -166,13 +194,7 @@ async fn connection(
     exported: Option<Exported>,
 ) {
     tracing::debug!(connection = id, "Cap'n Proto peer connected");
-    let (reader, writer) = tokio::io::split(stream);
-    let network = twoparty::VatNetwork::new(
-        futures::io::BufReader::new(reader.compat()),
-        futures::io::BufWriter::new(writer.compat_write()),
-        Side::Server,
-        reader_options(),
-    );
+    let network = vat_network(stream, Side::Server);
     let mut system = RpcSystem::new(Box::new(network), Some(membrane.client));
     if let Some(exported) = &exported {
         let theirs: membrane::Client = system.bootstrap(Side::Client);
@@ -196,6 +218,22 @@ async fn connection(
             );
         }
     }
+}
+
+/// The membrane of the peer at the other end of `stream` (a `/ww/0.1.0` stream this node
+/// opened), as the client side of a connection of its own, run on the local set until the
+/// peer ends it. Must be called on the RPC system's thread.
+pub(crate) fn dial_membrane(peer: String, stream: PeerStream) -> membrane::Client {
+    let network = vat_network(stream, Side::Client);
+    let mut system = RpcSystem::new(Box::new(network), None);
+    let membrane: membrane::Client = system.bootstrap(Side::Server);
+    tokio::task::spawn_local(async move {
+        match system.await {
+            Ok(()) => tracing::debug!(%peer, "the peer's membrane connection ended"),
+            Err(e) => tracing::debug!(%peer, "the peer's membrane connection ended: {e}"),
+        }
+    });
+    membrane
 }
 
 impl crate::caps::rpc::RpcHost for RpcServer {

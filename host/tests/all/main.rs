@@ -10,6 +10,7 @@ mod ipfs;
 mod layers;
 mod limits;
 mod native;
+mod net;
 mod process;
 mod rpc;
 mod support;

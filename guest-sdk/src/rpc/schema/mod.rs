@@ -7,9 +7,12 @@
 
 #![allow(missing_docs, clippy::all, clippy::pedantic, unused_qualifications)]
 
+/// `capnp/counter.capnp`: the example service's Counter (`guests/counter`).
+#[path = "../../../../host/src/rpc/schema/counter_capnp.rs"]
+pub mod counter_capnp;
 /// `capnp/host.capnp`: Host, Executor, Process and ByteStream.
 #[path = "../../../../host/src/rpc/schema/host_capnp.rs"]
 pub mod host_capnp;
-/// `capnp/membrane.capnp`: Membrane, Session, Epoch and StatusPoller.
+/// `capnp/membrane.capnp`: Membrane, Session, Export, Epoch and StatusPoller.
 #[path = "../../../../host/src/rpc/schema/membrane_capnp.rs"]
 pub mod membrane_capnp;

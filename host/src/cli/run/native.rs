@@ -31,6 +31,7 @@ pub(super) fn main(
     env: Vec<(String, String)>,
     grants: Vec<Grant>,
     from_ipfs: bool,
+    net_config: ww::net::NetConfig,
 ) -> Result<u8, Report> {
     if !args.layers.is_empty() {
         return Err(NativeError::Layers { path: program.path }.into());
@@ -81,14 +82,16 @@ pub(super) fn main(
         .transpose()?;
 
     let runtime = super::runtime()?;
+    let network = super::super::net::start(net_config, runtime.handle(), args.quiet);
     let local = tokio::task::LocalSet::new();
     let outcome = local.block_on(&runtime, async {
         let limits = super::pid0_limits(args);
         let info = CellInfo::new(program.name.clone(), filesystem);
         let grant = ExecutorGrant::new(executor.clone(), info, limits, Stdio::host());
-        let node = Node::new(ww::rpc::ephemeral_id(), Some(grant));
+        let node = Node::new(network.clone(), Some(grant));
         node.epoch.advance_on_sighup().map_err(RpcError::Signal)?;
         let server = RpcServer::start(node);
+        super::super::net::on_start(network.clone(), server.clone(), Vec::new(), args.quiet);
         let stream =
             tokio::net::UnixStream::from_std(ours).map_err(|e| spawn_err("serving fd 3", e))?;
         server.serve(stream)?;
@@ -114,7 +117,14 @@ pub(super) fn main(
         for missing in protections.missing() {
             tracing::warn!(cell = %program.name, "jail: {missing}");
         }
-        Ok::<End, Report>(supervise(&mut child, signals, args.timeout).await)
+        // A network that cannot start (say, a --listen port taken) ends the run as ww's
+        // error; the program is killed as the child handle drops.
+        tokio::select! {
+            end = supervise(&mut child, signals, args.timeout) => Ok::<End, Report>(end),
+            failed = network.failed() => {
+                Err(Report::new(super::super::net::StartFailed(failed)))
+            }
+        }
     });
     drop(theirs);
     // Ends the RPC connections, and with them the children their sessions spawned.
