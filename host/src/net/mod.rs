@@ -24,7 +24,8 @@
 //! per peer, [`MAX_INCOMING_CONNECTIONS`] incoming connections in all (and
 //! [`MAX_PENDING_INCOMING`] still handshaking), yamux's own cap of streams per connection,
 //! and [`MAX_STREAMS_PER_PEER`] live `/ww/0.1.0` streams per peer: a stream past that is
-//! reset at once and logged. The size of a message on a stream is bounded by the RPC
+//! reset at once and logged (libp2p-stream also resets a stream that arrives while the
+//! previous one is still being taken: it keeps no queue). The size of a message on a stream is bounded by the RPC
 //! system that reads it (`crate::rpc::server::MAX_MESSAGE_WORDS`).
 
 pub mod bootstrap;

@@ -108,8 +108,16 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
 
 /// Connects to the socket and returns the bootstrap membrane.
 pub(crate) async fn connect(socket: &Path) -> membrane::Client {
-    let stream = tokio::net::UnixStream::connect(socket).await.unwrap();
-    let (reader, writer) = stream.into_split();
+    membrane_over(tokio::net::UnixStream::connect(socket).await.unwrap())
+}
+
+/// The client side of a Cap'n Proto connection on `stream`, run on the local set: the
+/// membrane the other side serves.
+pub(crate) fn membrane_over<S>(stream: S) -> membrane::Client
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + 'static,
+{
+    let (reader, writer) = tokio::io::split(stream);
     let network = twoparty::VatNetwork::new(
         futures::io::BufReader::new(reader.compat()),
         futures::io::BufWriter::new(writer.compat_write()),
