@@ -710,7 +710,10 @@ const NOTES: &str = "
 - **boot** times the whole `ww run` process (parse flags, load the image, map the cached
   compiled component, instantiate, run, exit) against the whole `wasmtime run` process with
   its compile cache on. ww maps its cached artifact directly (`deserialize_file`); wasmtime's
-  cache stores compressed artifacts that it decompresses at every start.
+  cache stores compressed artifacts that it decompresses at every start. Every `ww run` also
+  starts its libp2p node (about 1 ms of work and 600 page faults: QUIC's TLS certificate,
+  the resolver, Kademlia); it is built on a thread of its own beside pid0, off the boot
+  path, and only a cell that uses the network waits for it.
 - **spawn** is measured inside a cell (`testbed bench-spawn`): the time from `spawn` to the
   first byte the child writes from its `main`, read through a pipe, and to `wait` returning.
   The program is spawned by path: after the first spawn the executor recognises the file by
