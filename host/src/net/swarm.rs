@@ -41,6 +41,14 @@ pub(super) fn spawn(
     ready: watch::Sender<bool>,
 ) -> Result<libp2p_stream::Control, NetError> {
     let transport = |e: &dyn std::error::Error| NetError::Transport(super::describe(e));
+    let resolver = hickory_resolver::system_conf::read_system_conf().unwrap_or_else(|e| {
+        tracing::warn!(
+            "no DNS for /dns multiaddrs: cannot read /etc/resolv.conf ({})",
+            super::describe(&e)
+        );
+        let none = hickory_resolver::config::ResolverConfig::from_name_servers(Vec::new());
+        (none, Default::default())
+    });
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair)
         .with_tokio()
         .with_tcp(
@@ -50,8 +58,7 @@ pub(super) fn spawn(
         )
         .map_err(|e| transport(&e))?
         .with_quic()
-        .with_dns()
-        .map_err(|e| transport(&e))?
+        .with_dns_config(resolver.0, resolver.1)
         .with_behaviour(|key| {
             let peer_id = key.public().to_peer_id();
             let limits = connection_limits::ConnectionLimits::default()
