@@ -160,7 +160,7 @@ pub fn main(mut args: RunArgs) -> Result<u8, Report> {
         .is_some();
     args.ipfs.localize(&mut args.image, &mut args.layers)?;
     // The node's identity (created now if --identity names no file) and listen addresses.
-    let net_config = args.net.config()?;
+    let mut net_config = args.net.config()?;
     // A native program (ELF, `#!` script, or a bin/{os}_{arch}/ image) runs in a jail.
     if let Some(program) = ww::native::detect(&args.image)? {
         return native::main(
@@ -201,7 +201,6 @@ pub fn main(mut args: RunArgs) -> Result<u8, Report> {
     // The boot/ peers are known to the network from its start; it starts on a thread of its
     // own while pid0 boots.
     let boot_peers = booted.image.root().map(boot_peers).unwrap_or_default();
-    let mut net_config = net_config;
     net_config.known = boot_peers
         .iter()
         .map(|p| (p.peer, p.addrs.clone()))

@@ -505,6 +505,9 @@ impl Network {
 #[derive(Clone)]
 pub struct Starting {
     state: watch::Receiver<Option<Result<Network, Arc<NetError>>>>,
+    /// The network once someone has had it: later calls (`Host.id` is on every benchmark's
+    /// hot path) take it without the channel's lock.
+    started: Arc<std::sync::OnceLock<Network>>,
 }
 
 impl fmt::Debug for Starting {
@@ -549,24 +552,25 @@ impl Starting {
             let error = NetError::Transport(format!("cannot start a thread: {e}"));
             let _ = done.send(Some(Err(Arc::new(error))));
         }
-        Starting { state }
-    }
-
-    /// A network that has started already.
-    pub fn started(network: Network) -> Starting {
-        let (_, state) = watch::channel(Some(Ok(network)));
-        Starting { state }
+        Starting {
+            state,
+            started: Arc::default(),
+        }
     }
 
     /// The network, once started and listening ([`Network::listening`]); why it could not
     /// start, if it could not.
     pub async fn network(&self) -> Result<Network, Arc<NetError>> {
+        if let Some(network) = self.started.get() {
+            return Ok(network.clone());
+        }
         let mut state = self.state.clone();
         let result = match state.wait_for(Option::is_some).await {
             Ok(done) => done.clone(),
             Err(_) => Some(Err(Arc::new(NetError::Stopped))),
         };
-        result.unwrap_or_else(|| Err(Arc::new(NetError::Stopped)))
+        let network = result.unwrap_or_else(|| Err(Arc::new(NetError::Stopped)))?;
+        Ok(self.started.get_or_init(|| network).clone())
     }
 
     /// Resolves with the error if the network fails to start; never, if it starts.

@@ -84,8 +84,6 @@ pub(crate) struct NodeState {
     epoch: Epoch,
     spawner: Option<RefCell<SpawnerState>>,
     network: Starting,
-    /// The network once started: `Host.id` is on every benchmark's hot path.
-    started: std::cell::OnceCell<Network>,
     /// pid0's exported membrane, while its exporting connection lasts.
     pub(crate) exported: Exported,
 }
@@ -127,26 +125,20 @@ impl NodeState {
                 .executor
                 .map(|grant| RefCell::new(SpawnerState::new(grant))),
             network: node.network,
-            started: std::cell::OnceCell::new(),
             exported: Exported::default(),
         }
     }
 
-    /// Hands sessions a new cell's executor power (after the image was reloaded), killing
-    /// the children spawned through the old one.
     /// The network, once started.
-    async fn network(&self) -> Result<&Network, capnp::Error> {
-        if let Some(network) = self.started.get() {
-            return Ok(network);
-        }
-        let network = self
-            .network
+    async fn network(&self) -> Result<Network, capnp::Error> {
+        self.network
             .network()
             .await
-            .map_err(|e| capnp::Error::failed(format!("the node's network: {e}")))?;
-        Ok(self.started.get_or_init(|| network))
+            .map_err(|e| capnp::Error::failed(format!("the node's network: {e}")))
     }
 
+    /// Hands sessions a new cell's executor power (after the image was reloaded), killing
+    /// the children spawned through the old one.
     pub(crate) fn regrant(&self, grant: ExecutorGrant) {
         if let Some(spawner) = &self.spawner {
             *spawner.borrow_mut() = SpawnerState::new(grant);
@@ -188,10 +180,10 @@ impl membrane::Server for MembraneServer {
         mut results: membrane::GraftResults,
     ) -> Result<(), capnp::Error> {
         let node = &self.node;
-        let exported = match self.forward {
-            true => node.exported.borrow().as_ref().map(|(_, m)| m.clone()),
-            false => None,
-        };
+        let exported = self
+            .forward
+            .then(|| node.exported.borrow().as_ref().map(|(_, m)| m.clone()))
+            .flatten();
         let theirs = match exported {
             Some(membrane) => Some(membrane.graft_request().send().promise.await?),
             None => None,
