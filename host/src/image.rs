@@ -92,6 +92,23 @@ pub enum ImageError {
         theirs: &'static str,
     },
 
+    /// The directory merged images are made in is not ww's alone.
+    #[error("{} is not a private directory of ww's: {reason}", path.display())]
+    #[diagnostic(
+        code(ww::image::private_dir),
+        help(
+            "merged images are made in ww's state directory (WW_CACHE_DIR, else \
+             $XDG_CACHE_HOME/ww or ~/.cache/ww), which must be owned by this user with mode \
+             0700; fix its owner and mode, or point WW_CACHE_DIR elsewhere"
+        )
+    )]
+    NotPrivate {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// Reading a layer or writing the merged root failed.
     #[error("cannot {action} {}: {source}", path.display())]
     #[diagnostic(code(ww::image::io))]
@@ -129,7 +146,8 @@ pub enum Root {
     None,
     /// A single directory layer, used in place.
     InPlace(PathBuf),
-    /// Several layers merged into a private temporary directory, removed on drop.
+    /// Several layers merged into a temporary directory inside ww's private one, removed on
+    /// drop.
     Merged(tempfile::TempDir),
 }
 
@@ -143,8 +161,11 @@ pub struct Image {
 }
 
 impl Image {
-    /// Resolves `base` and `layers` (in stacking order) into one image.
-    pub fn load(base: &Path, layers: &[PathBuf]) -> Result<Image, ImageError> {
+    /// Resolves `base` and `layers` (in stacking order) into one image. Several layers are
+    /// merged into a new directory inside `private`, a directory of ww's own (created 0700
+    /// when missing, refused when others can reach it), never in the shared temporary
+    /// directory: a cell granted that could rename or rewrite its siblings' image.
+    pub fn load(base: &Path, layers: &[PathBuf], private: &Path) -> Result<Image, ImageError> {
         let all: Vec<PathBuf> = std::iter::once(base.to_path_buf())
             .chain(layers.iter().cloned())
             .collect();
@@ -158,7 +179,7 @@ impl Image {
             [LayerKind::File] => (Root::None, base.to_path_buf()),
             [LayerKind::Dir] => (Root::InPlace(base.to_path_buf()), base.join(ENTRYPOINT)),
             _ => {
-                let dir = merge(&all, &kinds)?;
+                let dir = merge(&all, &kinds, private)?;
                 let entrypoint = dir.path().join(ENTRYPOINT);
                 (Root::Merged(dir), entrypoint)
             }
@@ -247,12 +268,18 @@ fn image_name(base: &Path) -> String {
         .unwrap_or(name)
 }
 
-/// Merges the layers into a fresh temporary directory, per file, later layers winning.
-fn merge(layers: &[PathBuf], kinds: &[LayerKind]) -> Result<tempfile::TempDir, ImageError> {
+/// Merges the layers into a fresh temporary directory inside `private`, per file, later
+/// layers winning.
+fn merge(
+    layers: &[PathBuf],
+    kinds: &[LayerKind],
+    private: &Path,
+) -> Result<tempfile::TempDir, ImageError> {
+    ensure_private(private)?;
     let dir = tempfile::Builder::new()
         .prefix("ww-image-")
-        .tempdir()
-        .map_err(io_err("create a directory for", &std::env::temp_dir()))?;
+        .tempdir_in(private)
+        .map_err(io_err("create a directory in", private))?;
     for (layer, kind) in layers.iter().zip(kinds) {
         match kind {
             LayerKind::Dir => merge_dir(layer, layer, dir.path())?,
@@ -269,6 +296,39 @@ fn merge(layers: &[PathBuf], kinds: &[LayerKind]) -> Result<tempfile::TempDir, I
         }
     }
     Ok(dir)
+}
+
+/// Creates `dir` (and its parents) with mode 0700 if missing, then checks that it is a real
+/// directory (not a symlink), owned by this process's user, that nobody else can enter.
+fn ensure_private(dir: &Path) -> Result<(), ImageError> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_err("create", dir))?;
+    let not_private = |reason: String| ImageError::NotPrivate {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    let meta = fs::symlink_metadata(dir).map_err(io_err("read", dir))?;
+    if !meta.is_dir() {
+        return Err(not_private("it is not a directory (a symlink?)".into()));
+    }
+    let uid = rustix::process::geteuid().as_raw();
+    if meta.uid() != uid {
+        return Err(not_private(format!(
+            "it is owned by uid {}, not by ww's uid {uid}",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(not_private(format!(
+            "its mode is {:o}; others can reach it",
+            meta.mode() & 0o777
+        )));
+    }
+    Ok(())
 }
 
 fn merge_dir(layer: &Path, src: &Path, dst: &Path) -> Result<(), ImageError> {
@@ -354,6 +414,37 @@ fn replace_with_symlink(
 mod tests {
     use super::*;
 
+    /// One private directory for the merged images of this test process (never removed: a
+    /// static is not dropped; it is small and under the temporary directory).
+    fn private() -> PathBuf {
+        static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+        DIR.get_or_init(|| tempfile::tempdir().unwrap())
+            .path()
+            .join("images")
+    }
+
+    #[test]
+    fn merged_images_live_only_in_a_private_directory() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        write(a.path(), ENTRYPOINT, "x");
+        write(b.path(), "etc/b", "b");
+        let image = Image::load(a.path(), &[b.path().to_path_buf()], &private()).unwrap();
+        let root = image.root().unwrap();
+        assert_eq!(root.parent(), Some(private().as_path()));
+        let mode = fs::metadata(private()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        // A directory others can enter, or a symlink in its place, is refused.
+        let shared = tempfile::tempdir().unwrap();
+        fs::set_permissions(shared.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let err = Image::load(a.path(), &[b.path().to_path_buf()], shared.path()).unwrap_err();
+        assert!(matches!(err, ImageError::NotPrivate { .. }), "{err}");
+        let link = shared.path().join("link");
+        std::os::unix::fs::symlink(private(), &link).unwrap();
+        let err = Image::load(a.path(), &[b.path().to_path_buf()], &link).unwrap_err();
+        assert!(matches!(err, ImageError::NotPrivate { .. }), "{err}");
+    }
+
     fn write(root: &Path, rel: &str, data: &str) {
         let path = root.join(rel);
         fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -364,7 +455,7 @@ mod tests {
     fn single_directory_is_used_in_place() {
         let a = tempfile::tempdir().unwrap();
         write(a.path(), ENTRYPOINT, "x");
-        let image = Image::load(a.path(), &[]).unwrap();
+        let image = Image::load(a.path(), &[], &private()).unwrap();
         assert_eq!(image.root(), Some(a.path()));
         assert_eq!(image.entrypoint(), a.path().join(ENTRYPOINT));
     }
@@ -373,7 +464,7 @@ mod tests {
     fn single_file_has_no_root_and_drops_the_extension() {
         let a = tempfile::tempdir().unwrap();
         write(a.path(), "hello.wasm", "x");
-        let image = Image::load(&a.path().join("hello.wasm"), &[]).unwrap();
+        let image = Image::load(&a.path().join("hello.wasm"), &[], &private()).unwrap();
         assert_eq!(image.root(), None);
         assert_eq!(image.name(), "hello");
     }
@@ -385,7 +476,7 @@ mod tests {
         write(a.path(), "etc/two", "a2");
         write(b.path(), "etc/two", "b2");
         write(b.path(), ENTRYPOINT, "wasm");
-        let image = Image::load(a.path(), &[b.path().to_path_buf()]).unwrap();
+        let image = Image::load(a.path(), &[b.path().to_path_buf()], &private()).unwrap();
         let root = image.root().unwrap();
         assert_ne!(root, a.path());
         assert_eq!(fs::read_to_string(root.join("etc/one")).unwrap(), "a1");
@@ -400,7 +491,7 @@ mod tests {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         write(a.path(), ENTRYPOINT, "x");
         write(b.path(), "etc/x", "y");
-        let image = Image::load(a.path(), &[b.path().to_path_buf()]).unwrap();
+        let image = Image::load(a.path(), &[b.path().to_path_buf()], &private()).unwrap();
         let root = image.root().unwrap().to_path_buf();
         assert!(root.exists());
         drop(image);
@@ -412,7 +503,7 @@ mod tests {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         write(a.path(), "etc/motd", "hi");
         write(b.path(), "app.wasm", "wasm");
-        let image = Image::load(a.path(), &[b.path().join("app.wasm")]).unwrap();
+        let image = Image::load(a.path(), &[b.path().join("app.wasm")], &private()).unwrap();
         assert_eq!(fs::read_to_string(image.entrypoint()).unwrap(), "wasm");
         assert_eq!(
             image.name(),
@@ -424,7 +515,7 @@ mod tests {
     fn missing_entrypoint_names_every_layer() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         write(a.path(), "etc/x", "");
-        let err = Image::load(a.path(), &[b.path().to_path_buf()]).unwrap_err();
+        let err = Image::load(a.path(), &[b.path().to_path_buf()], &private()).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, ImageError::NoEntrypoint { .. }));
         assert!(msg.contains(&a.path().display().to_string()), "{msg}");
@@ -436,7 +527,7 @@ mod tests {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         write(a.path(), "etc/x/y", "");
         write(b.path(), "etc/x", "");
-        let err = Image::load(a.path(), &[b.path().to_path_buf()]).unwrap_err();
+        let err = Image::load(a.path(), &[b.path().to_path_buf()], &private()).unwrap_err();
         assert!(matches!(err, ImageError::Conflict { .. }), "{err}");
     }
 
@@ -446,7 +537,7 @@ mod tests {
         write(a.path(), ENTRYPOINT, "x");
         fs::create_dir_all(b.path().join("etc")).unwrap();
         std::os::unix::fs::symlink("/etc/hostname", b.path().join("etc/leak")).unwrap();
-        let image = Image::load(a.path(), &[b.path().to_path_buf()]).unwrap();
+        let image = Image::load(a.path(), &[b.path().to_path_buf()], &private()).unwrap();
         let leak = image.root().unwrap().join("etc/leak");
         assert!(
             fs::symlink_metadata(&leak)
@@ -459,7 +550,7 @@ mod tests {
 
     #[test]
     fn missing_layer_is_not_found() {
-        let err = Image::load(Path::new("/definitely/not/here"), &[]).unwrap_err();
+        let err = Image::load(Path::new("/definitely/not/here"), &[], &private()).unwrap_err();
         assert!(matches!(err, ImageError::NotFound { .. }));
     }
 }

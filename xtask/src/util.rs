@@ -116,6 +116,26 @@ impl TestCounts {
         }
     }
 
+    /// Moves the tests recorded in `skips` (one `name<TAB>reason` line each, written by the
+    /// tests' `support::skip`) from passed to skipped, printing each with its reason.
+    pub fn move_skips(&mut self, skips: &std::path::Path) {
+        let Ok(text) = std::fs::read_to_string(skips) else {
+            return;
+        };
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        if lines.is_empty() {
+            return;
+        }
+        println!("\nskipped here ({}), each with its reason:", lines.len());
+        for line in &lines {
+            let (name, reason) = line.split_once('\t').unwrap_or((line, ""));
+            println!("  skipped: {name}: {reason}");
+        }
+        let n = lines.len() as u64;
+        self.passed = self.passed.saturating_sub(n);
+        self.ignored += n;
+    }
+
     /// Adds another set of counts to this one.
     pub fn merge(&mut self, other: TestCounts) {
         self.passed += other.passed;

@@ -4,9 +4,21 @@
 //! Every directory a cell can reach is a preopen built here; there is no other path from a
 //! cell to the host filesystem. Read-only is enforced by wasmtime-wasi's permission checks on
 //! the preopen, not by anything the guest does.
+//!
+//! **Grants are handles, never paths.** A `--dir` flag ([`DirGrant`]) names a host path; it
+//! is opened once, in [`Filesystem::new`], and from then on the grant is that open directory
+//! ([`Preopen`]): a child's narrowed grant shares its parent's handle, a program is read
+//! through it, and wasmtime-wasi is handed the same directory through its
+//! `/proc/self/fd/N` magic link (which resolves to the open directory itself, not to any
+//! name). Renaming or replacing a granted directory, or any of its ancestors, after it was
+//! opened changes nothing about what any cell can reach. Opening a host path is ambient
+//! authority: every place that does it says `cap_std::ambient_authority()`, the one marker
+//! to grep for.
 
+use std::os::fd::AsRawFd as _;
 use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
@@ -22,6 +34,50 @@ pub enum DirGrantError {
     EmptyHost {
         /// The value as given.
         value: String,
+    },
+
+    /// A single `:` where `::` separates HOST from GUEST, or a host path with a `:`.
+    #[error("bad --dir value `{value}`: a single `:` is not a separator")]
+    #[diagnostic(
+        code(ww::dir::single_colon),
+        help(
+            "separate HOST and GUEST with two colons: --dir HOST::GUEST[:ro] (e.g. \
+             --dir ./data::/data:ro); a host path that itself contains `:` cannot be granted"
+        )
+    )]
+    SingleColon {
+        /// The value as given.
+        value: String,
+    },
+
+    /// A suffix other than one `:ro` or `:rw`.
+    #[error("bad --dir value `{value}`: {problem}")]
+    #[diagnostic(
+        code(ww::dir::suffix),
+        help("end --dir with at most one of `:ro` (read-only) or `:rw` (the default)")
+    )]
+    Suffix {
+        /// The value as given.
+        value: String,
+        /// What is wrong with its suffix.
+        problem: String,
+    },
+
+    /// A writable grant would give a cell ww's own state (its compile cache or merged images).
+    #[error("--dir {}: it holds ww's own state at {}", host.display(), state.display())]
+    #[diagnostic(
+        code(ww::dir::state),
+        help(
+            "ww loads compiled code from its state directory; a cell that could write there \
+             could run native code. Grant a narrower directory, grant it read-only (:ro), or \
+             move ww's state elsewhere with WW_CACHE_DIR"
+        )
+    )]
+    HoldsState {
+        /// The host path as given.
+        host: PathBuf,
+        /// ww's state directory it overlaps.
+        state: PathBuf,
     },
 
     /// The guest path is not absolute, or climbs with `..`.
@@ -114,19 +170,22 @@ impl DirGrant {
 impl FromStr for DirGrant {
     type Err = DirGrantError;
 
-    /// Parses `HOST[::GUEST][:ro]`. Without `::GUEST` the guest path is the host path made
-    /// absolute.
+    /// Parses `HOST[::GUEST][:ro|:rw]`. Without `::GUEST` the guest path is the host path
+    /// made absolute. A single `:` elsewhere, a repeated or unknown suffix, and more than one
+    /// `::` are refused with a hint, never read as part of a path.
     fn from_str(value: &str) -> Result<DirGrant, DirGrantError> {
-        let (rest, read_only) = match value.strip_suffix(":ro") {
-            Some(rest) => (rest, true),
-            None => (value, false),
-        };
+        let (rest, read_only) = split_mode(value)?;
         let (host, guest) = match rest.split_once("::") {
             Some((host, guest)) => (host, Some(guest)),
             None => (rest, None),
         };
         if host.is_empty() {
             return Err(DirGrantError::EmptyHost {
+                value: value.to_owned(),
+            });
+        }
+        if host.contains(':') || guest.is_some_and(|g| g.contains(':')) {
+            return Err(DirGrantError::SingleColon {
                 value: value.to_owned(),
             });
         }
@@ -148,6 +207,44 @@ impl FromStr for DirGrant {
             read_only,
         })
     }
+}
+
+/// Splits the mode suffix off a `--dir` value: `(rest, read_only)`. Only a `:` that is not
+/// half of a `::` can start a suffix; what follows it must be `ro` or `rw`, once.
+fn split_mode(value: &str) -> Result<(&str, bool), DirGrantError> {
+    let suffix_at = |s: &str| -> Option<usize> {
+        let i = s.rfind(':')?;
+        // `::` separates HOST from GUEST: its second colon starts no suffix.
+        (i == 0 || s.as_bytes()[i - 1] != b':').then_some(i)
+    };
+    let Some(i) = suffix_at(value) else {
+        return Ok((value, false));
+    };
+    let (rest, suffix) = (&value[..i], &value[i + 1..]);
+    let read_only = match suffix {
+        "ro" => true,
+        "rw" => false,
+        _ if suffix.contains('/') || suffix.is_empty() => {
+            return Err(DirGrantError::SingleColon {
+                value: value.to_owned(),
+            });
+        }
+        other => {
+            return Err(DirGrantError::Suffix {
+                value: value.to_owned(),
+                problem: format!("unknown suffix `:{other}`"),
+            });
+        }
+    };
+    if let Some(j) = suffix_at(rest)
+        && matches!(&rest[j + 1..], "ro" | "rw")
+    {
+        return Err(DirGrantError::Suffix {
+            value: value.to_owned(),
+            problem: "the mode is given twice".into(),
+        });
+    }
+    Ok((rest, read_only))
 }
 
 /// A failure to read a file from a cell's filesystem.
@@ -242,75 +339,147 @@ fn normalize_guest(guest: &str) -> Option<String> {
     Some(format!("/{}", parts.join("/")))
 }
 
+/// An open host directory a cell holds, where it sees it, and whether it may write there.
+///
+/// The directory is the handle opened when the grant was made: cloning a `Preopen` (for a
+/// child) shares it, and nothing reopens it by its host path.
+#[derive(Debug, Clone)]
+pub struct Preopen {
+    dir: Arc<cap_std::fs::Dir>,
+    host: PathBuf,
+    guest: String,
+    read_only: bool,
+}
+
+impl Preopen {
+    /// Opens `grant`'s host directory: the one step from a host path to a handle.
+    fn open(grant: &DirGrant) -> Result<Preopen, DirGrantError> {
+        let dir = open_host_dir(&grant.host)?;
+        Ok(Preopen {
+            dir: Arc::new(dir),
+            host: grant.host.clone(),
+            guest: grant.guest.clone(),
+            read_only: grant.read_only,
+        })
+    }
+
+    /// The open directory.
+    pub fn dir(&self) -> &cap_std::fs::Dir {
+        &self.dir
+    }
+
+    /// The host path it was opened at, for messages only: the path may name something else
+    /// by now, and is never opened again.
+    pub fn host(&self) -> &Path {
+        &self.host
+    }
+
+    /// Where the cell sees it: an absolute, normalized path.
+    pub fn guest(&self) -> &str {
+        &self.guest
+    }
+
+    /// Whether the host refuses writes under it.
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// The same directory at `guest`, read-only if this one is or `read_only` asks.
+    fn narrowed(&self, guest: &str, read_only: bool) -> Result<Preopen, DirGrantError> {
+        let normalized = normalize_guest(guest).ok_or_else(|| DirGrantError::BadGuestPath {
+            value: format!("{}::{guest}", self.host.display()),
+            guest: guest.to_owned(),
+        })?;
+        Ok(Preopen {
+            dir: Arc::clone(&self.dir),
+            host: self.host.clone(),
+            guest: normalized,
+            read_only: self.read_only || read_only,
+        })
+    }
+}
+
+/// Opens the host directory at `host` (following the operator's symlinks: the path is
+/// theirs), checking that it is a directory.
+fn open_host_dir(host: &Path) -> Result<cap_std::fs::Dir, DirGrantError> {
+    let fail = |reason: String| DirGrantError::HostPath {
+        host: host.to_path_buf(),
+        reason,
+    };
+    // Ambient authority: the operator named this path on the command line (or it is the
+    // image they asked for); it is opened here once and used only as a handle afterwards.
+    match cap_std::fs::Dir::open_ambient_dir(host, cap_std::ambient_authority()) {
+        Ok(dir) => Ok(dir),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => Err(fail("not a directory".into())),
+        Err(e) => Err(fail(e.to_string())),
+    }
+}
+
 /// Everything a cell can see of the host filesystem, in preopen order.
 #[derive(Debug, Clone, Default)]
 pub struct Filesystem {
-    preopens: Vec<DirGrant>,
+    preopens: Vec<Preopen>,
 }
 
 impl Filesystem {
-    /// The image root (read-only at `/`, unless a grant claims `/`) plus `grants`, each checked:
-    /// the host directory exists, and no two share a guest path.
+    /// The image root (read-only at `/`, unless a grant claims `/`) plus `grants`, each
+    /// opened once and checked: the host directory exists, and no two share a guest path.
     pub fn new(
         image_root: Option<&Path>,
         grants: &[DirGrant],
     ) -> Result<Filesystem, DirGrantError> {
-        let mut preopens: Vec<DirGrant> = Vec::with_capacity(grants.len() + 1);
+        let mut preopens: Vec<Preopen> = Vec::with_capacity(grants.len() + 1);
         for grant in grants {
             if preopens.iter().any(|p| p.guest == grant.guest) {
                 return Err(DirGrantError::Duplicate {
                     guest: grant.guest.clone(),
                 });
             }
-            match std::fs::metadata(&grant.host) {
-                Ok(meta) if meta.is_dir() => {}
-                Ok(_) => {
-                    return Err(DirGrantError::HostPath {
-                        host: grant.host.clone(),
-                        reason: "not a directory".into(),
-                    });
-                }
-                Err(e) => {
-                    return Err(DirGrantError::HostPath {
-                        host: grant.host.clone(),
-                        reason: e.to_string(),
-                    });
-                }
+            preopens.push(Preopen::open(grant)?);
+        }
+        let root_granted = preopens.iter().any(|p| p.guest == "/");
+        if let (Some(root), false) = (image_root, root_granted) {
+            preopens.push(Preopen::open(&DirGrant {
+                host: root.to_path_buf(),
+                guest: "/".into(),
+                read_only: true,
+            })?);
+        }
+        Filesystem::of(preopens)
+    }
+
+    /// A filesystem of directories already held (a child's, from [`Filesystem::attenuate`]),
+    /// checked that no two share a guest path.
+    pub fn of(mut preopens: Vec<Preopen>) -> Result<Filesystem, DirGrantError> {
+        for (i, p) in preopens.iter().enumerate() {
+            if preopens[..i].iter().any(|q| q.guest == p.guest) {
+                return Err(DirGrantError::Duplicate {
+                    guest: p.guest.clone(),
+                });
             }
-            preopens.push(grant.clone());
         }
         // The root comes first, as `ww:host/cell.directories` promises.
         if let Some(i) = preopens.iter().position(|p| p.guest == "/") {
             let root = preopens.remove(i);
             preopens.insert(0, root);
         }
-        let root_granted = preopens.first().is_some_and(|p| p.guest == "/");
-        if let (Some(root), false) = (image_root, root_granted) {
-            preopens.insert(
-                0,
-                DirGrant {
-                    host: root.to_path_buf(),
-                    guest: "/".into(),
-                    read_only: true,
-                },
-            );
-        }
         Ok(Filesystem { preopens })
     }
 
     /// The directories, image root first when there is one.
-    pub fn preopens(&self) -> &[DirGrant] {
+    pub fn preopens(&self) -> &[Preopen] {
         &self.preopens
     }
 
-    /// The grants for a child, chosen from this filesystem: each `(path, at, read_only)`
-    /// names a directory held here by the path it is seen at, where the child sees it
-    /// (`None`: the same path), and whether to narrow it to read-only. A read-only
-    /// directory stays read-only; a directory not held here is refused.
+    /// The directories for a child, chosen from this filesystem: each `(path, at,
+    /// read_only)` names a directory held here by the path it is seen at, where the child
+    /// sees it (`None`: the same path), and whether to narrow it to read-only. A read-only
+    /// directory stays read-only; a directory not held here is refused. The child's
+    /// directories are the same open handles as this cell's.
     pub fn attenuate<'a>(
         &self,
         requests: impl IntoIterator<Item = (&'a str, Option<&'a str>, bool)>,
-    ) -> Result<Vec<DirGrant>, DirGrantError> {
+    ) -> Result<Vec<Preopen>, DirGrantError> {
         requests
             .into_iter()
             .map(|(path, at, read_only)| {
@@ -322,17 +491,13 @@ impl Filesystem {
                     .ok_or_else(|| DirGrantError::NotHeld {
                         path: path.to_owned(),
                     })?;
-                DirGrant::new(
-                    held.host.clone(),
-                    at.unwrap_or(path),
-                    held.read_only || read_only,
-                )
+                held.narrowed(at.unwrap_or(path), read_only)
             })
             .collect()
     }
 
-    /// Opens the file at `guest_path` as the cell would: through the directory that holds
-    /// it (cap-std), so `..` and symlinks cannot lead outside what the cell holds.
+    /// Opens the file at `guest_path` as the cell would: through the directory handle that
+    /// holds it (cap-std), so `..` and symlinks cannot lead outside what the cell holds.
     fn open(&self, guest_path: &str) -> Result<cap_std::fs::File, ReadError> {
         let not_found = || ReadError::NotFound(guest_path.to_owned());
         let path = normalize_guest(guest_path).ok_or_else(not_found)?;
@@ -346,10 +511,7 @@ impl Filesystem {
             return Err(ReadError::Io(format!("{guest_path} is a directory")));
         }
         let io = |e: std::io::Error| io_error(guest_path, e);
-        // The one ambient step: opening a directory the cell was granted.
-        let root = cap_std::fs::Dir::open_ambient_dir(&dir.host, cap_std::ambient_authority())
-            .map_err(io)?;
-        let file = root.open(rel).map_err(io)?;
+        let file = dir.dir.open(rel).map_err(io)?;
         if file.metadata().map_err(io)?.is_dir() {
             return Err(ReadError::Io(format!("{guest_path} is a directory")));
         }
@@ -387,6 +549,11 @@ impl Filesystem {
     }
 
     /// Preopens every directory in `builder` with the permissions it was granted.
+    ///
+    /// wasmtime-wasi takes a preopen only by path, so each is handed over as
+    /// `/proc/self/fd/N` of the handle held here: the kernel resolves that magic link to the
+    /// open directory itself, whatever its host path names now. Without `/proc` this fails:
+    /// ww never falls back to the host path.
     pub fn apply(&self, builder: &mut WasiCtxBuilder) -> Result<(), DirGrantError> {
         for dir in &self.preopens {
             let perms = if dir.read_only {
@@ -394,14 +561,54 @@ impl Filesystem {
             } else {
                 FsPerms::ReadWrite
             };
+            let handle = format!("/proc/self/fd/{}", dir.dir.as_raw_fd());
             builder
-                .preopened_dir(&dir.host, &dir.guest, perms)
+                .preopened_dir(&handle, &dir.guest, perms)
                 .map_err(|e| DirGrantError::HostPath {
                     host: dir.host.clone(),
-                    reason: format!("{e:#}"),
+                    reason: format!("cannot hand the open directory over through {handle}: {e:#} (is /proc mounted?)"),
                 })?;
         }
         Ok(())
+    }
+}
+
+/// Refuses a writable grant that would give a cell ww's own state: one of `state` (the
+/// compile cache, the merged images) or a directory holding it or held by it. Compiled code is native code,
+/// so a cell that could write the cache could run anything as ww.
+pub fn refuse_state(grants: &[DirGrant], state: &[PathBuf]) -> Result<(), DirGrantError> {
+    let canonical: Vec<(PathBuf, PathBuf)> = state
+        .iter()
+        .filter_map(|s| Some((s.clone(), deepest_existing(s)?)))
+        .collect();
+    // A read-only grant cannot change the state; only a writable one is refused.
+    for grant in grants.iter().filter(|g| !g.read_only) {
+        let Ok(host) = grant.host.canonicalize() else {
+            continue; // Filesystem::new reports it
+        };
+        for (shown, state) in &canonical {
+            if state.starts_with(&host) || host.starts_with(state) {
+                return Err(DirGrantError::HoldsState {
+                    host: grant.host.clone(),
+                    state: shown.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `path` canonicalized, or, when it does not exist yet, its nearest existing ancestor's
+/// canonical path with the rest appended.
+fn deepest_existing(path: &Path) -> Option<PathBuf> {
+    let mut rest = Vec::new();
+    let mut at = path;
+    loop {
+        if let Ok(canonical) = at.canonicalize() {
+            return Some(rest.iter().rev().fold(canonical, |p, c| p.join(c)));
+        }
+        rest.push(at.file_name()?.to_owned());
+        at = at.parent()?;
     }
 }
 
@@ -431,6 +638,80 @@ mod tests {
                 "{input}"
             );
         }
+    }
+
+    #[test]
+    fn colons_and_suffixes_are_refused_with_a_hint() {
+        for value in ["H:/g", "/srv/data:/data", "/a:b::/g", "/a::/b::/c", "/a::/b:/c"] {
+            assert!(
+                matches!(grant(value), Err(DirGrantError::SingleColon { .. })),
+                "{value}: {:?}",
+                grant(value)
+            );
+        }
+        for value in ["/a:ro:ro", "/a::/b:rw:ro", "/a:x", "/a::/b:RO", "/a::/b:readonly"] {
+            assert!(
+                matches!(grant(value), Err(DirGrantError::Suffix { .. })),
+                "{value}: {:?}",
+                grant(value)
+            );
+        }
+        let help = miette::Diagnostic::help(&grant("H:/g").unwrap_err())
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        assert!(help.contains("HOST::GUEST"), "{help}");
+        let g = grant("/srv::/data:rw").unwrap();
+        assert_eq!((g.guest(), g.read_only()), ("/data", false));
+    }
+
+    #[test]
+    fn a_grant_is_its_handle_not_its_path() {
+        let root = tempfile::tempdir().unwrap();
+        let (data, victim) = (root.path().join("data"), root.path().join("victim"));
+        std::fs::create_dir(&data).unwrap();
+        std::fs::create_dir(&victim).unwrap();
+        std::fs::write(data.join("x.wasm"), b"granted").unwrap();
+        std::fs::write(victim.join("x.wasm"), b"victim").unwrap();
+        let g = DirGrant::new(data.clone(), "/data", false).unwrap();
+        let fs = Filesystem::new(None, &[g]).unwrap();
+        // The granted directory is renamed away and a symlink to another put in its place.
+        std::fs::rename(&data, root.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(&victim, &data).unwrap();
+        assert_eq!(fs.read("/data/x.wasm", 100).unwrap(), b"granted");
+        let child = Filesystem::of(fs.attenuate([("/data", Some("/d"), false)]).unwrap()).unwrap();
+        assert_eq!(child.read("/d/x.wasm", 100).unwrap(), b"granted");
+        // What wasmtime-wasi is handed is the same directory, by its fd's magic link.
+        let mut builder = WasiCtxBuilder::new();
+        child.apply(&mut builder).unwrap();
+        let handle = format!("/proc/self/fd/{}", child.preopens()[0].dir().as_raw_fd());
+        assert_eq!(
+            std::fs::read(Path::new(&handle).join("x.wasm")).unwrap(),
+            b"granted"
+        );
+    }
+
+    #[test]
+    fn writable_grants_of_state_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let state = root.path().join("cache/ww");
+        std::fs::create_dir_all(&state).unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let refused = |host: &Path, ro: bool| {
+            let g = DirGrant::new(host.to_path_buf(), "/x", ro).unwrap();
+            refuse_state(&[g], std::slice::from_ref(&state))
+        };
+        assert!(matches!(
+            refused(root.path(), false),
+            Err(DirGrantError::HoldsState { .. })
+        ));
+        assert!(refused(&state.join("..").join("ww"), false).is_err());
+        assert!(refused(&state, false).is_err());
+        assert!(refused(root.path(), true).is_ok(), "read-only cannot change it");
+        assert!(refused(other.path(), false).is_ok());
+        // A state directory not made yet is compared by where it will be.
+        let later = root.path().join("not/yet");
+        let g = DirGrant::new(root.path().to_path_buf(), "/x", false).unwrap();
+        assert!(refuse_state(&[g], &[later]).is_err());
     }
 
     #[test]
@@ -466,9 +747,9 @@ mod tests {
 
     #[test]
     fn image_root_comes_first_read_only() {
-        let d = tempfile::tempdir().unwrap();
+        let (d, img) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let g = DirGrant::new(d.path().to_path_buf(), "/data", false).unwrap();
-        let fs = Filesystem::new(Some(Path::new("/img")), &[g]).unwrap();
+        let fs = Filesystem::new(Some(img.path()), &[g]).unwrap();
         let guests: Vec<_> = fs
             .preopens()
             .iter()
@@ -481,7 +762,7 @@ mod tests {
     fn a_grant_at_root_replaces_the_image() {
         let d = tempfile::tempdir().unwrap();
         let g = DirGrant::new(d.path().to_path_buf(), "/", false).unwrap();
-        let fs = Filesystem::new(Some(Path::new("/img")), &[g]).unwrap();
+        let fs = Filesystem::new(Some(Path::new("/nonexistent-image")), &[g]).unwrap();
         assert_eq!(fs.preopens().len(), 1);
         assert_eq!(fs.preopens()[0].host(), d.path());
     }

@@ -24,7 +24,10 @@ use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::ww::host::{cell as cell_wit, log as log_wit};
 
-pub use self::fs::{DirGrant, DirGrantError, FileIdentity, Filesystem, ProgramFile, ReadError};
+pub use self::fs::{
+    DirGrant, DirGrantError, FileIdentity, Filesystem, Preopen, ProgramFile, ReadError,
+    refuse_state,
+};
 
 /// What the host knows about one cell, and serves it through the `ww:host` interfaces.
 #[derive(Debug, Clone)]

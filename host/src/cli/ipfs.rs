@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use miette::Report;
-use ww::executor::cache::CompileCache;
 use ww::ipfs::client::DEFAULT_TIMEOUT;
 use ww::ipfs::{Endpoint, Ipfs, IpfsError, IpfsPath};
 
@@ -89,10 +88,5 @@ fn runnable(dir: &Path) -> bool {
 /// `$WW_CACHE_DIR/ipfs` (else under XDG or ~/.cache, as for compiled programs), else a
 /// directory of this user's under the temporary directory.
 fn cache_dir() -> PathBuf {
-    CompileCache::default_dir()
-        .unwrap_or_else(|| {
-            let uid = rustix::process::geteuid().as_raw();
-            std::env::temp_dir().join(format!("ww-cache-{uid}"))
-        })
-        .join("ipfs")
+    super::state_dir().join("ipfs")
 }

@@ -15,6 +15,21 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// ww's own state directory: `$WW_CACHE_DIR`, else `$XDG_CACHE_HOME/ww`, else
+/// `~/.cache/ww`, else a directory of this user's under the temporary directory. It holds
+/// compiled programs, the IPFS cache and merged images; no cell may be granted it writable.
+pub(crate) fn state_dir() -> std::path::PathBuf {
+    ww::executor::cache::CompileCache::default_dir().unwrap_or_else(|| {
+        let uid = rustix::process::geteuid().as_raw();
+        std::env::temp_dir().join(format!("ww-cache-{uid}"))
+    })
+}
+
+/// Where merged images are made: a private (0700) directory inside [`state_dir`].
+pub(crate) fn images_dir() -> std::path::PathBuf {
+    state_dir().join("images")
+}
+
 /// The status for errors of `ww` itself, as opposed to a cell's.
 pub const WW_ERROR: u8 = 125;
 

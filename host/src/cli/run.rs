@@ -159,6 +159,14 @@ pub fn main(mut args: RunArgs) -> Result<u8, Report> {
         .and_then(ww::ipfs::path::IpfsPath::parse)
         .is_some();
     args.ipfs.localize(&mut args.image, &mut args.layers)?;
+    // The directory grants, checked before anything runs: no writable grant may hold ww's
+    // own state (compiled code is native code).
+    let grants = args
+        .dirs
+        .iter()
+        .map(|d| d.parse::<DirGrant>())
+        .collect::<Result<Vec<_>, _>>()?;
+    ww::caps::refuse_state(&grants, &[super::state_dir()])?;
     // The node's identity (created now if --identity names no file) and listen addresses.
     let mut net_config = args.net.config()?;
     // A native program (ELF, `#!` script, or a bin/{os}_{arch}/ image) runs in a jail.
@@ -182,12 +190,6 @@ pub fn main(mut args: RunArgs) -> Result<u8, Report> {
             None
         }
     };
-    let grants = args
-        .dirs
-        .iter()
-        .map(|d| d.parse::<DirGrant>())
-        .collect::<Result<Vec<_>, _>>()?;
-
     let executor = executor_for(&args)?;
     let mut booted = Booted::load(&args, &grants, &executor)?;
     // Before the runtime, so that a bad path is ww's error (125) before pid0 starts.
@@ -369,7 +371,7 @@ impl Booted {
     /// Loads IMAGE and its layers as the command line gives them, and compiles (or finds
     /// compiled) its entrypoint.
     fn load(args: &RunArgs, grants: &[DirGrant], executor: &Executor) -> Result<Booted, Report> {
-        let image = Image::load(&args.image, &args.layers)?;
+        let image = Image::load(&args.image, &args.layers, &super::images_dir())?;
         let filesystem = Filesystem::new(image.root(), grants)?;
         let bytes = image.read_entrypoint()?;
         let loaded = executor.load(image.entrypoint(), &bytes)?;

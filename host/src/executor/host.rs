@@ -144,7 +144,7 @@ pub(crate) fn spawn_child(
         DirGrantError::NotHeld { .. } => E::NotPermitted(e.to_string()),
         other => E::Invalid(other.to_string()),
     })?;
-    let filesystem = Filesystem::new(None, &grants).map_err(|e| E::Invalid(e.to_string()))?;
+    let filesystem = Filesystem::of(grants).map_err(|e| E::Invalid(e.to_string()))?;
 
     let passes = options.fds.iter().map(|p| {
         (

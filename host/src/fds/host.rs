@@ -11,7 +11,8 @@
 //!
 //! `--fdctl PATH`: ww binds a listening Unix stream socket at PATH (which must not exist;
 //! ww makes it mode 0600 and removes it once a peer connected), waits for one connection, and
-//! refuses a peer whose uid is not ww's effective uid. `--fdctl inherit:N`: fd N, inherited
+//! refuses a peer whose uid is not ww's effective uid. A SIGINT, SIGTERM, SIGHUP or SIGQUIT
+//! during the wait removes the socket before ww ends by that signal ([`TerminationSignals`]). `--fdctl inherit:N`: fd N, inherited
 //! from ww's parent, is an already connected Unix socket (stream or seqpacket); ww takes it
 //! over and closes it when done.
 //!
@@ -373,6 +374,89 @@ pub struct Received {
     pub index: usize,
 }
 
+/// SIGINT, SIGTERM, SIGHUP and SIGQUIT, blocked for this thread and read from a signalfd
+/// while it lives, so a wait can clean up before ww ends by the signal. `--fdctl` is received
+/// first thing in `ww run`, while ww has one thread, so blocking here catches them all.
+struct TerminationSignals {
+    fd: OwnedFd,
+    old: libc::sigset_t,
+}
+
+impl TerminationSignals {
+    const SIGNALS: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+
+    fn catch() -> std::io::Result<TerminationSignals> {
+        // SAFETY: sigset and signalfd calls on local, initialized sets; the returned fd is
+        // new and owned by nothing else.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for signal in Self::SIGNALS {
+                libc::sigaddset(&mut set, signal);
+            }
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            let r = libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+            if r != 0 {
+                return Err(std::io::Error::from_raw_os_error(r));
+            }
+            let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+            if fd < 0 {
+                let e = std::io::Error::last_os_error();
+                libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+                return Err(e);
+            }
+            Ok(TerminationSignals {
+                fd: OwnedFd::from_raw_fd(fd),
+                old,
+            })
+        }
+    }
+
+    /// A signal that arrived, if any.
+    fn pending(&self) -> Option<libc::c_int> {
+        let mut info = MaybeUninit::<libc::signalfd_siginfo>::uninit();
+        let size = std::mem::size_of::<libc::signalfd_siginfo>();
+        // SAFETY: reads at most `size` bytes into a buffer of that size.
+        let n = unsafe {
+            libc::read(
+                std::os::fd::AsRawFd::as_raw_fd(&self.fd),
+                info.as_mut_ptr().cast(),
+                size,
+            )
+        };
+        // SAFETY: a full read initialized it.
+        (n == size as isize).then(|| unsafe { info.assume_init() }.ssi_signo as libc::c_int)
+    }
+
+    /// Ends ww by `signal`, as it would have ended without this: the default action.
+    fn die_by(self, signal: libc::c_int) -> ! {
+        // SAFETY: restoring the default action and the old mask, then raising the signal,
+        // which ends the process; `_exit` covers a signal whose default does not.
+        unsafe {
+            libc::signal(signal, libc::SIG_DFL);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut());
+            libc::raise(signal);
+            libc::_exit(128 + signal)
+        }
+    }
+}
+
+impl AsFd for TerminationSignals {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Drop for TerminationSignals {
+    fn drop(&mut self) {
+        // Signals that arrived meanwhile stay pending and are delivered now, as usual.
+        // SAFETY: restores the mask saved in `catch`.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut());
+        }
+    }
+}
+
 /// Removes the socket file ww created, once.
 struct Unlink(Option<PathBuf>);
 
@@ -469,6 +553,9 @@ fn accept_one(
         }
     })?;
     let mut unlink = Unlink(Some(path.to_owned()));
+    // Until the socket is gone, a terminating signal is read here, not acted on by default.
+    let signals = TerminationSignals::catch()
+        .map_err(|e| fail(format!("cannot watch for signals while waiting: {e}")))?;
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
@@ -496,13 +583,21 @@ fn accept_one(
             tv_sec: 1,
             tv_nsec: 0,
         });
-        let mut fds = [PollFd::new(&listener, PollFlags::IN)];
+        let mut fds = [
+            PollFd::new(&listener, PollFlags::IN),
+            PollFd::new(&signals, PollFlags::IN),
+        ];
         match poll(&mut fds, Some(&timeout)) {
             Ok(_) | Err(Errno::INTR) => {}
             Err(e) => return Err(fail(format!("poll on {}: {e}", path.display()))),
         }
+        if let Some(signal) = signals.pending() {
+            unlink.now();
+            signals.die_by(signal);
+        }
     };
     unlink.now();
+    drop(signals);
     stream
         .set_nonblocking(false)
         .map_err(|e| fail(format!("cannot set up the connection: {e}")))?;

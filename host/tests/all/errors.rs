@@ -78,6 +78,10 @@ fn bad_flag_values() {
             &["--dir", "/tmp::/x", "--dir", "/tmp::/x"],
             "both mounted at `/x`",
         ),
+        (&["--dir", "/tmp:/x"], "a single `:` is not a separator"),
+        (&["--dir", "/tmp::/x:ro:ro"], "the mode is given twice"),
+        (&["--dir", "/tmp::/x:rx"], "unknown suffix `:rx`"),
+        (&["--dir", "/tmp::/x::/y"], "a single `:` is not a separator"),
         (&["-e", "NOVALUE"], "bad --env value `NOVALUE`"),
         (&["-e", "=x"], "bad --env value `=x`"),
     ];
@@ -87,6 +91,27 @@ fn bad_flag_values() {
         args.push(s(&pid0));
         run(&args, "").assert_ww_error(needle);
     }
+}
+
+#[test]
+fn a_single_colon_hints_at_two() {
+    let out = run(&["run", "--dir", "/tmp:/x", s(&image("pid0"))], "");
+    out.assert_ww_error("a single `:` is not a separator");
+    assert!(out.stderr.contains("HOST::GUEST"), "{out:#?}");
+}
+
+#[test]
+fn a_writable_grant_of_ww_state_is_refused() {
+    // ww's compiled code lives in its state directory: a cell that could write it could
+    // make ww map native code of its choosing. The tests' state is target/test-cache.
+    let state = repo().join("target");
+    let flag = format!("{}::/t", s(&state));
+    let out = run(&["run", "--dir", &flag, s(&image("pid0"))], "");
+    out.assert_ww_error("it holds ww's own state");
+    // Read-only it cannot change anything, and is allowed.
+    let flag = format!("{}::/t:ro", s(&state));
+    let out = run(&["run", "--dir", &flag, s(&image("pid0"))], "");
+    assert_eq!(out.status, 0, "{out:#?}");
 }
 
 #[test]

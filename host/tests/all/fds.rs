@@ -352,6 +352,35 @@ fn fds_received_over_a_unix_socket() {
 }
 
 #[test]
+fn the_fdctl_socket_is_removed_when_ww_ends_by_a_signal() {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("fdctl.sock");
+        let mut child = ww()
+            .args(["run", "--fdctl", s(&socket), &testbed(), "ping"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !socket.exists() {
+            assert!(std::time::Instant::now() < deadline, "no socket appeared");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let status = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(signal),
+            "ww should end by the signal: {status:?}"
+        );
+        assert!(!socket.exists(), "{} outlived ww", socket.display());
+    }
+}
+
+#[test]
 fn a_cell_passes_a_grant_on_as_held_or_narrowed() {
     let (r, w) = pipe();
     let mut writer = std::fs::File::from(w);

@@ -15,9 +15,10 @@ fn node(test: &str) -> Option<String> {
     match std::env::var("WW_TEST_IPFS") {
         Ok(api) if !api.is_empty() => Some(api),
         _ => {
-            eprintln!(
-                "SKIPPED {test}: WW_TEST_IPFS is not set (no IPFS test node); run \
-                 `cargo xtask test`, which installs and starts one"
+            skip(
+                test,
+                "WW_TEST_IPFS is not set (no IPFS test node); run `cargo xtask test`, which \
+                 installs and starts one",
             );
             None
         }

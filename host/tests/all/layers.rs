@@ -48,19 +48,28 @@ fn only_the_union_needs_an_entrypoint() {
 }
 
 #[test]
-fn the_merged_root_is_removed_after_the_run() {
-    // A private TMPDIR, so other tests' merges cannot be mistaken for a leftover.
-    let tmp = tempfile::tempdir().unwrap();
+fn the_merged_root_is_private_and_removed_after_the_run() {
+    // A state directory of this test's own, so other tests' merges cannot be mistaken for a
+    // leftover; and a TMPDIR of its own, which must stay untouched.
+    let (state, tmp) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let top = tree(&[("etc/x", b"")]);
     let mut cmd = ww();
-    cmd.env("TMPDIR", tmp.path())
+    cmd.env("WW_CACHE_DIR", state.path())
+        .env("TMPDIR", tmp.path())
         .args(["-v", "run", "-l", s(top.path()), s(&image("pid0"))]);
     let out = output(cmd, "");
     assert_eq!(out.status, 0, "{out:#?}");
+    let images = state.path().join("images");
     assert!(
-        out.stderr.contains(s(tmp.path())),
-        "the merge should happen in TMPDIR: {out:#?}"
+        out.stderr.contains(s(&images)),
+        "the merge should happen in ww's private images directory: {out:#?}"
     );
-    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&images).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o700, "{}", images.display());
+    let left: Vec<_> = std::fs::read_dir(&images).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+    let in_tmp: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(in_tmp.is_empty(), "the shared temporary directory was used: {in_tmp:?}");
 }

@@ -1,6 +1,7 @@
 //! Integration tests: the real `ww` binary on the images `cargo xtask images` builds and on
 //! small images the tests make.
 
+mod attack;
 mod boot;
 mod errors;
 mod executor;

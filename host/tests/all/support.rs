@@ -267,3 +267,22 @@ pub fn wasm_file(name: &str, bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
 pub fn s(path: &Path) -> &str {
     path.to_str().unwrap()
 }
+
+/// Records that the calling test could not run here, and why: the test then returns early,
+/// and `cargo xtask test` counts it as skipped, not passed (it reads the file named by
+/// `WW_TEST_SKIPS`, one `name<TAB>reason` line a skip). Always prints the reason, so a plain
+/// `cargo test` shows it too.
+pub fn skip(test: &str, reason: &str) {
+    eprintln!("SKIPPED {test}: {reason}");
+    if let Some(path) = std::env::var_os("WW_TEST_SKIPS") {
+        let line = format!("{test}\t{}\n", reason.replace(['\n', '\t'], " "));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path);
+        if let Ok(mut file) = file {
+            // One write of one line: O_APPEND keeps lines from parallel tests whole.
+            let _ = file.write_all(line.as_bytes());
+        }
+    }
+}
