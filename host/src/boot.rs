@@ -23,15 +23,15 @@
 //! link) is reported and skipped: it never stops pid0 from booting.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use serde::Deserialize;
 
-use crate::caps::{CellInfo, Filesystem};
+use crate::caps::{CellInfo, Filesystem, ReadError};
 use crate::executor::Executor;
 use crate::executor::cell::CellConfig;
-use crate::executor::limits::{LimitRequest, Limits};
+use crate::executor::limits::{LimitRequest, Limits, MAX_PROGRAM_BYTES};
 use crate::executor::process::Process;
 use crate::executor::stdio::Stdio;
 use crate::image::ENTRYPOINT;
@@ -110,26 +110,13 @@ impl ServiceConfig {
     }
 }
 
-/// The services of the image rooted at `root`, sorted by name.
-pub fn service_dirs(root: &Path) -> Vec<(String, PathBuf)> {
-    let Ok(entries) = std::fs::read_dir(root.join("svc")) else {
-        return Vec::new();
-    };
-    let mut services: Vec<(String, PathBuf)> = entries
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
-        .collect();
-    services.sort();
-    services
-}
-
-/// Starts every service of the image rooted at `root`, each bound by `limits` (pid0's).
-/// Must be called within the runtime that drives the cells.
-pub fn start_services(executor: &Executor, root: &Path, limits: &Limits) -> Vec<Process> {
+/// Starts every service under `svc/` of pid0's image, each bound by `limits` (pid0's). The
+/// services' directories are opened through pid0's image root handle (`image`), never by a
+/// host path. Must be called within the runtime that drives the cells.
+pub fn start_services(executor: &Executor, image: &Filesystem, limits: &Limits) -> Vec<Process> {
     let mut started = Vec::new();
-    for (name, dir) in service_dirs(root) {
-        match start_service(executor, &name, &dir, limits) {
+    for name in image.subdirectories("/svc") {
+        match start_service(executor, &name, image, limits) {
             Ok(process) => {
                 tracing::info!(service = %name, id = process.id(), "service started");
                 started.push(process);
@@ -140,31 +127,47 @@ pub fn start_services(executor: &Executor, root: &Path, limits: &Limits) -> Vec<
     started
 }
 
+/// The most bytes a service's `etc/service.toml` may have.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 fn start_service(
     executor: &Executor,
     name: &str,
-    dir: &Path,
+    image: &Filesystem,
     limits: &Limits,
 ) -> Result<Process, ServiceError> {
     let fail = |reason: String| ServiceError {
         name: name.to_owned(),
         reason,
     };
-    let config = match std::fs::read_to_string(dir.join(SERVICE_CONFIG)) {
-        Ok(text) => ServiceConfig::parse(&text).map_err(fail)?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => ServiceConfig::default(),
+    let filesystem = image
+        .nested_root(&format!("/svc/{name}"))
+        .map_err(|e| fail(e.to_string()))?;
+    let config = match filesystem.read(&format!("/{SERVICE_CONFIG}"), MAX_CONFIG_BYTES) {
+        Ok(bytes) => {
+            let text = String::from_utf8(bytes)
+                .map_err(|_| fail(format!("{SERVICE_CONFIG}: not UTF-8 text")))?;
+            ServiceConfig::parse(&text).map_err(fail)?
+        }
+        Err(ReadError::NotFound(_)) => ServiceConfig::default(),
         Err(e) => return Err(fail(format!("{SERVICE_CONFIG}: {e}"))),
     };
     let request = config.limit_request().map_err(fail)?;
     let limits = limits
         .tighten(&request, Instant::now())
         .map_err(|e| fail(e.to_string()))?;
-    let entry = dir.join(ENTRYPOINT);
-    let bytes = std::fs::read(&entry).map_err(|e| fail(format!("{ENTRYPOINT}: {e}")))?;
+    let entry = format!("/{ENTRYPOINT}");
+    let bytes = filesystem
+        .read(&entry, MAX_PROGRAM_BYTES)
+        .map_err(|e| fail(format!("{ENTRYPOINT}: {e}")))?;
+    let origin = filesystem
+        .preopens()
+        .first()
+        .map(|root| root.host().join(ENTRYPOINT))
+        .unwrap_or_else(|| PathBuf::from(ENTRYPOINT));
     let loaded = executor
-        .load(&entry, &bytes)
+        .load(&origin, &bytes)
         .map_err(|e| fail(e.to_string()))?;
-    let filesystem = Filesystem::new(Some(dir), &[]).map_err(|e| fail(e.to_string()))?;
     let cell = CellConfig::new(CellInfo::new(name, filesystem))
         .args(config.args)
         .env(config.env.into_iter().collect())
@@ -219,11 +222,8 @@ mod tests {
         std::fs::create_dir_all(root.path().join("svc/b")).unwrap();
         std::fs::create_dir_all(root.path().join("svc/a")).unwrap();
         std::fs::write(root.path().join("svc/notes"), "").unwrap();
-        let names: Vec<_> = service_dirs(root.path())
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
-        assert_eq!(names, ["a", "b"]);
-        assert!(service_dirs(Path::new("/nonexistent")).is_empty());
+        let image = Filesystem::new(Some(root.path()), &[]).unwrap();
+        assert_eq!(image.subdirectories("/svc"), ["a", "b"]);
+        assert!(Filesystem::default().subdirectories("/svc").is_empty());
     }
 }

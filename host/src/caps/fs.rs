@@ -499,14 +499,8 @@ impl Filesystem {
     /// Opens the file at `guest_path` as the cell would: through the directory handle that
     /// holds it (cap-std), so `..` and symlinks cannot lead outside what the cell holds.
     fn open(&self, guest_path: &str) -> Result<cap_std::fs::File, ReadError> {
-        let not_found = || ReadError::NotFound(guest_path.to_owned());
-        let path = normalize_guest(guest_path).ok_or_else(not_found)?;
-        let (dir, rel) = self
-            .preopens
-            .iter()
-            .filter_map(|p| relative_to(&path, &p.guest).map(|rel| (p, rel)))
-            .max_by_key(|(p, _)| p.guest.len())
-            .ok_or_else(not_found)?;
+        let (dir, rel) = self.resolve(guest_path)?;
+        let rel = rel.as_str();
         if rel.is_empty() {
             return Err(ReadError::Io(format!("{guest_path} is a directory")));
         }
@@ -516,6 +510,64 @@ impl Filesystem {
             return Err(ReadError::Io(format!("{guest_path} is a directory")));
         }
         Ok(file)
+    }
+
+    /// The directory `guest_dir` held here, as the read-only root of a filesystem of its own
+    /// (a service's image inside pid0's). It is opened through the handle that holds it, so
+    /// a symlink or `..` cannot lead outside.
+    pub fn nested_root(&self, guest_dir: &str) -> Result<Filesystem, ReadError> {
+        let (held, rel) = self.resolve(guest_dir)?;
+        let io = |e: std::io::Error| io_error(guest_dir, e);
+        let dir = if rel.is_empty() {
+            held.dir.try_clone().map_err(io)?
+        } else {
+            held.dir.open_dir(&rel).map_err(io)?
+        };
+        Ok(Filesystem {
+            preopens: vec![Preopen {
+                dir: Arc::new(dir),
+                host: held.host.join(&rel),
+                guest: "/".into(),
+                read_only: true,
+            }],
+        })
+    }
+
+    /// The names of the directories in `guest_dir` held here, sorted; none when it is
+    /// missing. Entries that are not directories (symlinks included) are left out.
+    pub fn subdirectories(&self, guest_dir: &str) -> Vec<String> {
+        let Ok((held, rel)) = self.resolve(guest_dir) else {
+            return Vec::new();
+        };
+        let entries = if rel.is_empty() {
+            held.dir.entries()
+        } else {
+            match held.dir.open_dir(rel) {
+                Ok(dir) => dir.entries(),
+                Err(_) => return Vec::new(),
+            }
+        };
+        let Ok(entries) = entries else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The preopen holding `guest_path` (the deepest one) and the path relative to it.
+    fn resolve<'a>(&'a self, guest_path: &str) -> Result<(&'a Preopen, String), ReadError> {
+        let not_found = || ReadError::NotFound(guest_path.to_owned());
+        let path = normalize_guest(guest_path).ok_or_else(not_found)?;
+        self.preopens
+            .iter()
+            .filter_map(|p| relative_to(&path, &p.guest).map(|rel| (p, rel.to_owned())))
+            .max_by_key(|(p, _)| p.guest.len())
+            .ok_or_else(not_found)
     }
 
     /// Opens the program at `guest_path`, refusing a file larger than `max` bytes. Its
@@ -688,6 +740,24 @@ mod tests {
             std::fs::read(Path::new(&handle).join("x.wasm")).unwrap(),
             b"granted"
         );
+    }
+
+    #[test]
+    fn nested_roots_stay_beneath_their_handle() {
+        let (img, outside) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        std::fs::create_dir_all(img.path().join("svc/a/bin")).unwrap();
+        std::fs::write(img.path().join("svc/a/bin/main.wasm"), b"a").unwrap();
+        std::fs::write(outside.path().join("secret"), b"s").unwrap();
+        std::os::unix::fs::symlink(outside.path(), img.path().join("svc/evil")).unwrap();
+        std::os::unix::fs::symlink("../..", img.path().join("svc/up")).unwrap();
+        let fs = Filesystem::new(Some(img.path()), &[]).unwrap();
+        assert_eq!(fs.subdirectories("/svc"), ["a"], "symlinks are not services");
+        let a = fs.nested_root("/svc/a").unwrap();
+        assert_eq!(a.read("/bin/main.wasm", 10).unwrap(), b"a");
+        assert!(a.preopens()[0].read_only());
+        assert!(fs.nested_root("/svc/evil").is_err());
+        assert!(fs.nested_root("/svc/up").is_err());
+        assert!(fs.subdirectories("/nope").is_empty());
     }
 
     #[test]

@@ -240,10 +240,7 @@ pub fn main(mut args: RunArgs) -> Result<u8, Report> {
                 .network(Some(network.clone()))
                 .executor(true);
             let pid0 = executor.spawn(&booted.loaded, config)?;
-            let services = match booted.image.root() {
-                Some(root) => boot::start_services(&executor, root, &limits),
-                None => Vec::new(),
-            };
+            let services = boot::start_services(&executor, &booted.image_root, &limits);
             // pid0's end, a signal, or a reload; a reload that fails to load keeps the
             // running image.
             let ended = loop {
@@ -364,6 +361,8 @@ enum BootEnd {
 struct Booted {
     image: Image,
     filesystem: Filesystem,
+    /// The image's root alone, opened once: services are read through it.
+    image_root: Filesystem,
     loaded: Loaded,
 }
 
@@ -373,11 +372,14 @@ impl Booted {
     fn load(args: &RunArgs, grants: &[DirGrant], executor: &Executor) -> Result<Booted, Report> {
         let image = Image::load(&args.image, &args.layers, &super::images_dir())?;
         let filesystem = Filesystem::new(image.root(), grants)?;
+        // The image alone (pid0's grants may claim `/`): where services are found.
+        let image_root = Filesystem::new(image.root(), &[])?;
         let bytes = image.read_entrypoint()?;
         let loaded = executor.load(image.entrypoint(), &bytes)?;
         Ok(Booted {
             image,
             filesystem,
+            image_root,
             loaded,
         })
     }

@@ -57,8 +57,12 @@ pub fn image(name: &str) -> PathBuf {
 
 /// `ww` with a clean logging environment, so the caller's RUST_LOG or WW_ENV cannot leak in,
 /// and one compile cache shared by every test, so each guest is compiled once per test run.
+///
+/// `WW_TEST_BIN` runs another build of `ww` instead (for instance an older one, to show that
+/// a test fails there).
 pub fn ww() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ww"));
+    let bin = std::env::var_os("WW_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_ww").into());
+    let mut cmd = Command::new(bin);
     cmd.env_remove("RUST_LOG")
         .env_remove("WW_ENV")
         .env("WW_CACHE_DIR", repo().join("target").join("test-cache"));
