@@ -109,6 +109,17 @@ pub enum ImageError {
         reason: String,
     },
 
+    /// Layers must be merged, and ww has no private directory to merge them in.
+    #[error("cannot merge layers: ww has no state directory to make the merged image in")]
+    #[diagnostic(
+        code(ww::image::no_private_dir),
+        help(
+            "set WW_CACHE_DIR (or HOME) to a directory of this user's that no cell is \
+             granted; ww never merges images in the shared temporary directory"
+        )
+    )]
+    NoPrivateDir,
+
     /// Reading a layer or writing the merged root failed.
     #[error("cannot {action} {}: {source}", path.display())]
     #[diagnostic(code(ww::image::io))]
@@ -164,8 +175,13 @@ impl Image {
     /// Resolves `base` and `layers` (in stacking order) into one image. Several layers are
     /// merged into a new directory inside `private`, a directory of ww's own (created 0700
     /// when missing, refused when others can reach it), never in the shared temporary
-    /// directory: a cell granted that could rename or rewrite its siblings' image.
-    pub fn load(base: &Path, layers: &[PathBuf], private: &Path) -> Result<Image, ImageError> {
+    /// directory: a cell granted that could rename or rewrite its siblings' image (and,
+    /// through the hard links, the layers themselves). Without `private`, merging fails.
+    pub fn load(
+        base: &Path,
+        layers: &[PathBuf],
+        private: Option<&Path>,
+    ) -> Result<Image, ImageError> {
         let all: Vec<PathBuf> = std::iter::once(base.to_path_buf())
             .chain(layers.iter().cloned())
             .collect();
@@ -179,6 +195,7 @@ impl Image {
             [LayerKind::File] => (Root::None, base.to_path_buf()),
             [LayerKind::Dir] => (Root::InPlace(base.to_path_buf()), base.join(ENTRYPOINT)),
             _ => {
+                let private = private.ok_or(ImageError::NoPrivateDir)?;
                 let dir = merge(&all, &kinds, private)?;
                 let entrypoint = dir.path().join(ENTRYPOINT);
                 (Root::Merged(dir), entrypoint)
@@ -429,7 +446,7 @@ mod tests {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         write(a.path(), ENTRYPOINT, "x");
         write(b.path(), "etc/b", "b");
-        let image = Image::load(a.path(), &[b.path().to_path_buf()], &private()).unwrap();
+        let image = Image::load(a.path(), &[b.path().to_path_buf()], Some(&private())).unwrap();
         let root = image.root().unwrap();
         assert_eq!(root.parent(), Some(private().as_path()));
         let mode = fs::metadata(private()).unwrap().permissions().mode();
@@ -437,12 +454,16 @@ mod tests {
         // A directory others can enter, or a symlink in its place, is refused.
         let shared = tempfile::tempdir().unwrap();
         fs::set_permissions(shared.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        let err = Image::load(a.path(), &[b.path().to_path_buf()], shared.path()).unwrap_err();
+        let err = Image::load(a.path(), &[b.path().to_path_buf()], Some(shared.path())).unwrap_err();
         assert!(matches!(err, ImageError::NotPrivate { .. }), "{err}");
         let link = shared.path().join("link");
         std::os::unix::fs::symlink(private(), &link).unwrap();
-        let err = Image::load(a.path(), &[b.path().to_path_buf()], &link).unwrap_err();
+        let err = Image::load(a.path(), &[b.path().to_path_buf()], Some(&link)).unwrap_err();
         assert!(matches!(err, ImageError::NotPrivate { .. }), "{err}");
+        let err = Image::load(a.path(), &[b.path().to_path_buf()], None).unwrap_err();
+        assert!(matches!(err, ImageError::NoPrivateDir), "{err}");
+        // A single layer needs no merging, and no private directory.
+        assert!(Image::load(a.path(), &[], None).is_ok());
     }
 
     fn write(root: &Path, rel: &str, data: &str) {
@@ -455,7 +476,7 @@ mod tests {
     fn single_directory_is_used_in_place() {
         let a = tempfile::tempdir().unwrap();
         write(a.path(), ENTRYPOINT, "x");
-        let image = Image::load(a.path(), &[], &private()).unwrap();
+        let image = Image::load(a.path(), &[], Some(&private())).unwrap();
         assert_eq!(image.root(), Some(a.path()));
         assert_eq!(image.entrypoint(), a.path().join(ENTRYPOINT));
     }
@@ -464,7 +485,7 @@ mod tests {
     fn single_file_has_no_root_and_drops_the_extension() {
         let a = tempfile::tempdir().unwrap();
         write(a.path(), "hello.wasm", "x");
-        let image = Image::load(&a.path().join("hello.wasm"), &[], &private()).unwrap();
+        let image = Image::load(&a.path().join("hello.wasm"), &[], Some(&private())).unwrap();
         assert_eq!(image.root(), None);
         assert_eq!(image.name(), "hello");
     }
@@ -476,7 +497,7 @@ mod tests {
         write(a.path(), "etc/two", "a2");
         write(b.path(), "etc/two", "b2");
         write(b.path(), ENTRYPOINT, "wasm");
-        let image = Image::load(a.path(), &[b.path().to_path_buf()], &private()).unwrap();
+        let image = Image::load(a.path(), &[b.path().to_path_buf()], Some(&private())).unwrap();
         let root = image.root().unwrap();
         assert_ne!(root, a.path());
         assert_eq!(fs::read_to_string(root.join("etc/one")).unwrap(), "a1");
@@ -491,7 +512,7 @@ mod tests {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         write(a.path(), ENTRYPOINT, "x");
         write(b.path(), "etc/x", "y");
-        let image = Image::load(a.path(), &[b.path().to_path_buf()], &private()).unwrap();
+        let image = Image::load(a.path(), &[b.path().to_path_buf()], Some(&private())).unwrap();
         let root = image.root().unwrap().to_path_buf();
         assert!(root.exists());
         drop(image);
@@ -503,7 +524,7 @@ mod tests {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         write(a.path(), "etc/motd", "hi");
         write(b.path(), "app.wasm", "wasm");
-        let image = Image::load(a.path(), &[b.path().join("app.wasm")], &private()).unwrap();
+        let image = Image::load(a.path(), &[b.path().join("app.wasm")], Some(&private())).unwrap();
         assert_eq!(fs::read_to_string(image.entrypoint()).unwrap(), "wasm");
         assert_eq!(
             image.name(),
@@ -515,7 +536,7 @@ mod tests {
     fn missing_entrypoint_names_every_layer() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         write(a.path(), "etc/x", "");
-        let err = Image::load(a.path(), &[b.path().to_path_buf()], &private()).unwrap_err();
+        let err = Image::load(a.path(), &[b.path().to_path_buf()], Some(&private())).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, ImageError::NoEntrypoint { .. }));
         assert!(msg.contains(&a.path().display().to_string()), "{msg}");
@@ -527,7 +548,7 @@ mod tests {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         write(a.path(), "etc/x/y", "");
         write(b.path(), "etc/x", "");
-        let err = Image::load(a.path(), &[b.path().to_path_buf()], &private()).unwrap_err();
+        let err = Image::load(a.path(), &[b.path().to_path_buf()], Some(&private())).unwrap_err();
         assert!(matches!(err, ImageError::Conflict { .. }), "{err}");
     }
 
@@ -537,7 +558,7 @@ mod tests {
         write(a.path(), ENTRYPOINT, "x");
         fs::create_dir_all(b.path().join("etc")).unwrap();
         std::os::unix::fs::symlink("/etc/hostname", b.path().join("etc/leak")).unwrap();
-        let image = Image::load(a.path(), &[b.path().to_path_buf()], &private()).unwrap();
+        let image = Image::load(a.path(), &[b.path().to_path_buf()], Some(&private())).unwrap();
         let leak = image.root().unwrap().join("etc/leak");
         assert!(
             fs::symlink_metadata(&leak)
@@ -550,7 +571,7 @@ mod tests {
 
     #[test]
     fn missing_layer_is_not_found() {
-        let err = Image::load(Path::new("/definitely/not/here"), &[], &private()).unwrap_err();
+        let err = Image::load(Path::new("/definitely/not/here"), &[], Some(&private())).unwrap_err();
         assert!(matches!(err, ImageError::NotFound { .. }));
     }
 }

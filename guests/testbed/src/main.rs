@@ -13,7 +13,29 @@
 //! - `spawn [OPTIONS] -- CHILD_ARGS...`: spawns `/bin/main.wasm CHILD_ARGS...` (or `--path
 //!   P`) with inherited stdio and the options given (`--ipfs` and `--network` pass those
 //!   capabilities on), waits, and prints `child: <status>`, or `refused: <why>` when the
-//!   host refuses (exit 0 either way);
+//!   host refuses (exit 0 either way). `--bytes` reads the program through this cell's own
+//!   filesystem and sends its bytes (so the host does not open it by path; `error: …` when
+//!   the cell cannot read it); `--bg` does
+//!   not wait: the child runs on, and is waited for (`child: <status>`) when the mode or
+//!   `seq` ends; `--while-bg` spawns and waits for the child over and over while a `--bg`
+//!   child still runs (at most 10,000 times), then prints `repeated N`;
+//! - `fs OP ARGS...`: one filesystem operation (see `fsops.rs`), printing `ok OP ARGS` (and
+//!   ` = RESULT`) or `error: KIND (OP ARGS)`, exit 0 either way. The operations: `mkdir P`,
+//!   `rename A B`, `symlink TARGET LINK`, `link A B` (a hard link), `unlink P`, `rmdir P`,
+//!   `create P` (create-new), `open-create P`, `open-trunc P`, `open-write P`, `truncate P
+//!   N` (set-size through a descriptor opened for writing), `set-size-ro P N` (through one
+//!   opened for reading), `write P TEXT`, `append P TEXT`, `read P`, `readlink P`,
+//!   `set-times P` (by path, following symlinks) and `set-times-fd P` (through a descriptor
+//!   opened for reading; both set both times to 2001-09-09), `stat P`, `lstat P`, `ls P`,
+//!   `find DIR INNER` (the first entry E of DIR, by name, with DIR/E/INNER; later
+//!   arguments' `$FOUND` stand for DIR/E) and `flip LINK TARGET MS` (for MS milliseconds,
+//!   moves the directory LINK aside, puts a symlink to TARGET in its place and moves it
+//!   back, over and over); `echo TEXT...` only prints `ok echo TEXT...` (a marker);
+//! - `seq STEP ;; STEP ;; ...`: runs each STEP in order, an operation as `fs` would or a
+//!   `spawn` (which returns to the sequence; its CHILD_ARGS end at the next `;;`, so a child
+//!   running a `seq` of its own is spawned by the `spawn` mode, not from a `seq`); any other
+//!   mode ends the sequence as that mode does. Then waits for `spawn --bg` children and
+//!   exits 0;
 //! - `ls PATH`: lists a directory, one name a line, directories ending in `/`;
 //! - `write PATH TEXT`: writes TEXT to PATH, printing `wrote` or `error: <why>`;
 //! - `dirs`: prints the directories the cell holds, one a line: `PATH ro|rw`;
@@ -54,20 +76,28 @@
 //!   child got the network).
 //!
 //! Usage errors and failed `ls`/`write`/`fd-*`/`idle`/`rpc-*`/`ipfs-*`/`net-*` exit 1, the
-//! failures printed on stdout as `error: <why>`; an unknown mode exits 2.
+//! failures printed on stdout as `error: <why>` (`fs` and `seq` print theirs and go on);
+//! an unknown mode exits 2.
 
+use std::cell::RefCell;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
 use ww::fd::{Fd, Mode};
-use ww::process::{Command, DirGrant, FdPass, Stdio};
+use ww::process::{Child, Command, DirGrant, FdPass, Stdio};
 
+mod fsops;
 mod net;
 mod rpc;
 
 /// The program children run unless `--path` says otherwise: the testbed itself.
 const SELF: &str = "/bin/main.wasm";
+
+thread_local! {
+    /// Children spawned with `spawn --bg`, waited for when the mode ends.
+    static BACKGROUND: RefCell<Vec<Child>> = const { RefCell::new(Vec::new()) };
+}
 
 /// Usage, printed for an unknown mode.
 const USAGE: &str = "\
@@ -75,7 +105,13 @@ usage: testbed MODE [ARGS...]
   spin | hog | trap | exit N | storm | kill | ls PATH | write PATH TEXT | dirs
   spawn [--dir PATH[:AT]] [--ro-dir PATH[:AT]] [--fd NAME[:CHILD_NAME][:r|w|rw]]
         [--timeout-ms N] [--max-memory N] [--fuel N] [--max-children N] [--executor]
-        [--ipfs] [--network] [--path P] -- CHILD_ARGS...
+        [--ipfs] [--network] [--path P] [--bytes] [--bg] [--while-bg] -- CHILD_ARGS...
+  fs OP ARGS...   (OP: mkdir P | rename A B | symlink TARGET LINK | link A B | unlink P
+        | rmdir P | create P | open-create P | open-trunc P | open-write P | truncate P N
+        | set-size-ro P N | write P TEXT | append P TEXT | read P | readlink P
+        | set-times P | set-times-fd P | stat P | lstat P | ls P | find DIR INNER
+        | flip LINK TARGET MS | echo TEXT...)
+  seq STEP [;; STEP]...   (STEP: OP ARGS... | spawn ... | any mode, which ends the sequence)
   fd-names | fd-read NAME | fd-write NAME TEXT | fd-size NAME
   fd-read-at NAME OFFSET LEN | fd-write-at NAME OFFSET TEXT
   ping | block | bench-spawn N [path|bytes] | idle N
@@ -87,7 +123,12 @@ usage: testbed MODE [ARGS...]
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    match args.as_slice() {
+    mode(&args);
+}
+
+/// Runs the mode `args` names; most end the cell, the rest return.
+fn mode(args: &[&str]) {
+    match args {
         ["spin"] => spin(),
         ["hog"] => hog(),
         ["trap"] => trap(),
@@ -97,7 +138,16 @@ fn main() {
         },
         ["storm"] => storm(),
         ["kill"] => kill(),
-        ["spawn", options @ ..] => spawn(options),
+        ["spawn", options @ ..] => {
+            spawn(options);
+            wait_background();
+            ww::exit(0);
+        }
+        ["fs", op @ ..] if !op.is_empty() => {
+            fsops::run(op);
+            ww::exit(0);
+        }
+        ["seq", steps @ ..] => seq(steps),
         ["ls", path] => ls(path),
         ["write", path, text] => write(path, text),
         ["dirs"] => dirs(),
@@ -242,17 +292,59 @@ fn kill() -> ! {
     ww::exit(0);
 }
 
-/// `spawn [OPTIONS] -- CHILD_ARGS...`
-fn spawn(args: &[&str]) -> ! {
+/// `seq STEP ;; STEP ;; ...`
+fn seq(steps: &[&str]) -> ! {
+    for step in steps.split(|&arg| arg == ";;") {
+        match step {
+            [] => {}
+            [op, ..] if fsops::is_op(op) => fsops::run(step),
+            ["spawn", options @ ..] => spawn(options),
+            _ => mode(step),
+        }
+    }
+    wait_background();
+    ww::exit(0);
+}
+
+/// The most times `spawn --while-bg` spawns.
+const MAX_REPEATS: u32 = 10_000;
+
+/// Whether a `spawn --bg` child still runs.
+fn background_running() -> bool {
+    BACKGROUND.with(|bg| bg.borrow().iter().any(|child| child.try_wait().is_none()))
+}
+
+/// Waits for every `spawn --bg` child, printing `child: <status>` for each.
+fn wait_background() {
+    let children = BACKGROUND.with(|bg| std::mem::take(&mut *bg.borrow_mut()));
+    for mut child in children {
+        say(&format!("child: {}", child.wait()));
+    }
+}
+
+/// `spawn [OPTIONS] -- CHILD_ARGS...`: prints `child: <status>` (or nothing with `--bg`)
+/// or `refused: <why>`, and returns.
+fn spawn(args: &[&str]) {
     // The program comes first in a `Command`, so find it before the other options.
-    let path = args
-        .iter()
-        .take_while(|&&arg| arg != "--")
+    let options = || args.iter().take_while(|&&arg| arg != "--");
+    let path = options()
         .skip_while(|&&arg| arg != "--path")
         .nth(1)
         .copied()
         .unwrap_or(SELF);
-    let mut command = Command::path(path);
+    let background = options().any(|&arg| arg == "--bg");
+    let repeat = options().any(|&arg| arg == "--while-bg");
+    let mut command = if options().any(|&arg| arg == "--bytes") {
+        match fs::read(path) {
+            Ok(bytes) => Command::bytes(bytes),
+            Err(e) => {
+                say(&format!("error: reading {path}: {e}"));
+                return;
+            }
+        }
+    } else {
+        Command::path(path)
+    };
     let mut args = args.iter().copied();
     while let Some(arg) = args.next() {
         let mut value = || -> &str {
@@ -300,6 +392,7 @@ fn spawn(args: &[&str]) -> ! {
             "--path" => {
                 value(); // already taken
             }
+            "--bytes" | "--bg" | "--while-bg" => {} // already taken
             "--" => {
                 command.args(args.by_ref());
                 break;
@@ -311,11 +404,24 @@ fn spawn(args: &[&str]) -> ! {
             }
         }
     }
+    if repeat {
+        let executor = executor();
+        let mut runs = 0;
+        while runs < MAX_REPEATS && background_running() {
+            match command.spawn(&executor) {
+                Ok(mut child) => say(&format!("child: {}", child.wait())),
+                Err(e) => say(&format!("refused: {e}")),
+            }
+            runs += 1;
+        }
+        say(&format!("repeated {runs}"));
+        return;
+    }
     match command.spawn(&executor()) {
+        Ok(child) if background => BACKGROUND.with(|bg| bg.borrow_mut().push(child)),
         Ok(mut child) => say(&format!("child: {}", child.wait())),
         Err(e) => say(&format!("refused: {e}")),
     }
-    ww::exit(0);
 }
 
 /// Parses `NAME[:CHILD_NAME][:MODE]` (`db`, `db:store`, `db::r`, `db:store:r`), or exits 1.

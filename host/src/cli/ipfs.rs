@@ -20,14 +20,14 @@ impl IpfsArgs {
     /// A client of the chosen daemon, with ww's IPFS cache.
     pub fn connect(&self) -> Result<Ipfs, Report> {
         let (endpoint, timeout) = self.endpoint()?;
-        Ok(Ipfs::new(endpoint, timeout, &cache_dir())?)
+        Ok(Ipfs::new(endpoint, timeout, &cache_dir()?)?)
     }
 
     /// The same, touching nothing until used (the cache is created and checked then): for
     /// pid0's IPFS capability, which most runs never use.
     pub fn deferred(&self) -> Result<Ipfs, Report> {
         let (endpoint, timeout) = self.endpoint()?;
-        Ok(Ipfs::deferred(endpoint, timeout, &cache_dir()))
+        Ok(Ipfs::deferred(endpoint, timeout, &cache_dir()?))
     }
 
     /// The endpoint (`--ipfs`, `WW_IPFS`) and the timeout per answer (`WW_IPFS_TIMEOUT`).
@@ -85,8 +85,8 @@ fn runnable(dir: &Path) -> bool {
     dir.join("bin/main.wasm").is_file() || dir.join("bin").is_dir()
 }
 
-/// `$WW_CACHE_DIR/ipfs` (else under XDG or ~/.cache, as for compiled programs), else a
-/// directory of this user's under the temporary directory.
-fn cache_dir() -> PathBuf {
-    super::state_dir().join("ipfs")
+/// `ipfs/` in ww's state directory (`$WW_CACHE_DIR`, else under XDG or ~/.cache, as for
+/// compiled programs).
+fn cache_dir() -> Result<PathBuf, super::NoStateDir> {
+    Ok(super::state_dir()?.join("ipfs"))
 }

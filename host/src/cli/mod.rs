@@ -16,19 +16,30 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// ww's own state directory: `$WW_CACHE_DIR`, else `$XDG_CACHE_HOME/ww`, else
-/// `~/.cache/ww`, else a directory of this user's under the temporary directory. It holds
-/// compiled programs, the IPFS cache and merged images; no cell may be granted it writable.
-pub(crate) fn state_dir() -> std::path::PathBuf {
-    ww::executor::cache::CompileCache::default_dir().unwrap_or_else(|| {
-        let uid = rustix::process::geteuid().as_raw();
-        std::env::temp_dir().join(format!("ww-cache-{uid}"))
-    })
+/// `~/.cache/ww`. It holds compiled programs, the IPFS cache and merged images; no cell may
+/// be granted it writable. There is no fallback in the shared temporary directory, where a
+/// cell of another run granted that directory could rewrite it: without one, what needs it
+/// fails with [`NoStateDir`].
+pub(crate) fn state_dir() -> Result<std::path::PathBuf, NoStateDir> {
+    ww::executor::cache::CompileCache::default_dir().ok_or(NoStateDir)
 }
 
 /// Where merged images are made: a private (0700) directory inside [`state_dir`].
-pub(crate) fn images_dir() -> std::path::PathBuf {
-    state_dir().join("images")
+pub(crate) fn images_dir() -> Result<std::path::PathBuf, NoStateDir> {
+    Ok(state_dir()?.join("images"))
 }
+
+/// Neither `WW_CACHE_DIR`, `XDG_CACHE_HOME` nor `HOME` is set.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("ww has no state directory: WW_CACHE_DIR, XDG_CACHE_HOME and HOME are all unset")]
+#[diagnostic(
+    code(ww::state_dir),
+    help(
+        "set WW_CACHE_DIR to a directory of this user's that no cell is granted (ww keeps \
+         merged images and its IPFS cache there)"
+    )
+)]
+pub(crate) struct NoStateDir;
 
 /// The status for errors of `ww` itself, as opposed to a cell's.
 pub const WW_ERROR: u8 = 125;

@@ -70,6 +70,11 @@ pub struct RunArgs {
     #[arg(long)]
     no_cache: bool,
 
+    /// Run a native program even where the kernel refuses part of its jail (a namespace,
+    /// its own root, Landlock, seccomp): what did not hold is then a warning, not an error.
+    #[arg(long, env = "WW_ALLOW_WEAK_JAIL")]
+    allow_weak_jail: bool,
+
     /// Serve the node's Cap'n Proto membrane to local clients on a Unix socket created at
     /// PATH (mode 0600; it must not exist; removed on exit). SIGHUP advances the epoch.
     #[arg(long, value_name = "PATH")]
@@ -166,7 +171,8 @@ pub fn main(mut args: RunArgs) -> Result<u8, Report> {
         .iter()
         .map(|d| d.parse::<DirGrant>())
         .collect::<Result<Vec<_>, _>>()?;
-    ww::caps::refuse_state(&grants, &[super::state_dir()])?;
+    let state: Vec<PathBuf> = super::state_dir().into_iter().collect();
+    ww::caps::refuse_state(&grants, &state)?;
     // The node's identity (created now if --identity names no file) and listen addresses.
     let mut net_config = args.net.config()?;
     // A native program (ELF, `#!` script, or a bin/{os}_{arch}/ image) runs in a jail.
@@ -370,7 +376,8 @@ impl Booted {
     /// Loads IMAGE and its layers as the command line gives them, and compiles (or finds
     /// compiled) its entrypoint.
     fn load(args: &RunArgs, grants: &[DirGrant], executor: &Executor) -> Result<Booted, Report> {
-        let image = Image::load(&args.image, &args.layers, &super::images_dir())?;
+        let private = super::images_dir().ok();
+        let image = Image::load(&args.image, &args.layers, private.as_deref())?;
         let filesystem = Filesystem::new(image.root(), grants)?;
         // The image alone (pid0's grants may claim `/`): where services are found.
         let image_root = Filesystem::new(image.root(), &[])?;
