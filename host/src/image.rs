@@ -454,7 +454,8 @@ mod tests {
         // A directory others can enter, or a symlink in its place, is refused.
         let shared = tempfile::tempdir().unwrap();
         fs::set_permissions(shared.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        let err = Image::load(a.path(), &[b.path().to_path_buf()], Some(shared.path())).unwrap_err();
+        let err =
+            Image::load(a.path(), &[b.path().to_path_buf()], Some(shared.path())).unwrap_err();
         assert!(matches!(err, ImageError::NotPrivate { .. }), "{err}");
         let link = shared.path().join("link");
         std::os::unix::fs::symlink(private(), &link).unwrap();
@@ -571,7 +572,8 @@ mod tests {
 
     #[test]
     fn missing_layer_is_not_found() {
-        let err = Image::load(Path::new("/definitely/not/here"), &[], Some(&private())).unwrap_err();
+        let err =
+            Image::load(Path::new("/definitely/not/here"), &[], Some(&private())).unwrap_err();
         assert!(matches!(err, ImageError::NotFound { .. }));
     }
 }

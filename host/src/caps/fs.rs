@@ -694,14 +694,26 @@ mod tests {
 
     #[test]
     fn colons_and_suffixes_are_refused_with_a_hint() {
-        for value in ["H:/g", "/srv/data:/data", "/a:b::/g", "/a::/b::/c", "/a::/b:/c"] {
+        for value in [
+            "H:/g",
+            "/srv/data:/data",
+            "/a:b::/g",
+            "/a::/b::/c",
+            "/a::/b:/c",
+        ] {
             assert!(
                 matches!(grant(value), Err(DirGrantError::SingleColon { .. })),
                 "{value}: {:?}",
                 grant(value)
             );
         }
-        for value in ["/a:ro:ro", "/a::/b:rw:ro", "/a:x", "/a::/b:RO", "/a::/b:readonly"] {
+        for value in [
+            "/a:ro:ro",
+            "/a::/b:rw:ro",
+            "/a:x",
+            "/a::/b:RO",
+            "/a::/b:readonly",
+        ] {
             assert!(
                 matches!(grant(value), Err(DirGrantError::Suffix { .. })),
                 "{value}: {:?}",
@@ -751,7 +763,11 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), img.path().join("svc/evil")).unwrap();
         std::os::unix::fs::symlink("../..", img.path().join("svc/up")).unwrap();
         let fs = Filesystem::new(Some(img.path()), &[]).unwrap();
-        assert_eq!(fs.subdirectories("/svc"), ["a"], "symlinks are not services");
+        assert_eq!(
+            fs.subdirectories("/svc"),
+            ["a"],
+            "symlinks are not services"
+        );
         let a = fs.nested_root("/svc/a").unwrap();
         assert_eq!(a.read("/bin/main.wasm", 10).unwrap(), b"a");
         assert!(a.preopens()[0].read_only());
@@ -776,7 +792,10 @@ mod tests {
         ));
         assert!(refused(&state.join("..").join("ww"), false).is_err());
         assert!(refused(&state, false).is_err());
-        assert!(refused(root.path(), true).is_ok(), "read-only cannot change it");
+        assert!(
+            refused(root.path(), true).is_ok(),
+            "read-only cannot change it"
+        );
         assert!(refused(other.path(), false).is_ok());
         // A state directory not made yet is compared by where it will be.
         let later = root.path().join("not/yet");

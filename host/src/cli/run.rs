@@ -72,7 +72,8 @@ pub struct RunArgs {
 
     /// Run a native program even where the kernel refuses part of its jail (a namespace,
     /// its own root, Landlock, seccomp): what did not hold is then a warning, not an error.
-    #[arg(long, env = "WW_ALLOW_WEAK_JAIL")]
+    /// WW_ALLOW_WEAK_JAIL=1 (or true, yes, on) does the same.
+    #[arg(long, env = "WW_ALLOW_WEAK_JAIL", value_parser = clap::builder::BoolishValueParser::new())]
     allow_weak_jail: bool,
 
     /// Serve the node's Cap'n Proto membrane to local clients on a Unix socket created at

@@ -3,21 +3,33 @@
 //! - [`select`]: is IMAGE a native program (an ELF file, a `#!` script, or an image whose
 //!   `bin/` holds native programs chosen by Go's `{os}_{arch}` names)? The one place that
 //!   decides.
-//! - [`jail`]: the subprocess: a private jail directory as its working directory, new user,
-//!   mount and network namespaces where the kernel allows, `no_new_privs`, Landlock, only the
-//!   granted environment, and only stdio, fd 3 (the Cap'n Proto socket) and the fd grants at
-//!   their targets.
+//! - [`jail`]: the subprocess, in layers, all prepared in ww before the fork and set up by
+//!   raw syscalls between fork and exec: new user, mount, network and PID namespaces (an
+//!   init of its own reaps and forwards signals, [`pidns`]); its own root ([`root`]:
+//!   `pivot_root` into read-only binds of the system directories, an allow-list of `/etc`,
+//!   the program and its interpreter, the `--dir` grants at their guest paths, all bound from
+//!   handles; a new `/proc`, a minimal `/dev`, private `/tmp` and `/dev/shm`; nothing of the
+//!   host's `/run`, `/tmp` or sockets); `no_new_privs`; Landlock as a second layer over the
+//!   same handles, no TCP, abstract Unix sockets and signals scoped ([`ruleset`]); a seccomp
+//!   filter that refuses namespaces, mounts, ptrace, keyrings, bpf, io_uring
+//!   ([`seccomp`]); no capabilities; only the granted environment; only stdio, fd 3 (the
+//!   Cap'n Proto socket) and the fd grants at their targets.
 //!
-//! Every protection is tried and reported ([`jail::Protections`]); one the kernel refuses is
-//! a warning, never a failed run. This module uses [`crate::fds`] and nothing else in the
-//! crate; serving the membrane on fd 3 is the command line's business.
+//! Every protection is reported ([`jail::Protections`]). One the kernel refuses fails the
+//! run ([`NativeError::WeakJail`], exit status 125) unless the operator passed
+//! `--allow-weak-jail`: then it is a warning. This module uses [`crate::fds`] and nothing
+//! else in the crate; serving the membrane on fd 3 is the command line's business.
 
 pub mod jail;
+pub mod pidns;
+pub mod root;
+pub mod ruleset;
+pub mod seccomp;
 pub mod select;
 
 use std::path::PathBuf;
 
-pub use self::jail::{Jail, Protections};
+pub use self::jail::{Jail, JailDir, Protections};
 pub use self::select::{NativeProgram, detect, host_arch, host_os};
 
 /// What can go wrong finding or starting a native cell.
@@ -99,5 +111,40 @@ pub enum NativeError {
         what: &'static str,
         /// Why.
         source: std::io::Error,
+    },
+
+    /// A protection of the jail could not be set up, and the operator did not accept a
+    /// weaker jail.
+    #[error("cannot jail the native cell {}: {protection}: {reason}", path.display())]
+    #[diagnostic(
+        code(ww::native::weak_jail),
+        help(
+            "this kernel (or its configuration) refuses that protection: user namespaces, \
+             Landlock and seccomp must be enabled. To run the cell anyway with less isolation, \
+             pass --allow-weak-jail (or set WW_ALLOW_WEAK_JAIL=1): what did not hold is then a \
+             warning"
+        )
+    )]
+    WeakJail {
+        /// The program.
+        path: PathBuf,
+        /// The protection, and the step that failed.
+        protection: String,
+        /// The kernel's reason.
+        reason: String,
+    },
+
+    /// A `--dir` grant at a guest path a native cell cannot have one at.
+    #[error("--dir ...::{guest}: a native cell cannot have a grant there")]
+    #[diagnostic(
+        code(ww::native::grant_path),
+        help(
+            "a native cell's grants are mounted in its own root: pick an absolute guest path \
+             other than /, /proc or /dev (e.g. --dir ./data::/data)"
+        )
+    )]
+    GrantPath {
+        /// The guest path.
+        guest: String,
     },
 }

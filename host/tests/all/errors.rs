@@ -81,7 +81,10 @@ fn bad_flag_values() {
         (&["--dir", "/tmp:/x"], "a single `:` is not a separator"),
         (&["--dir", "/tmp::/x:ro:ro"], "the mode is given twice"),
         (&["--dir", "/tmp::/x:rx"], "unknown suffix `:rx`"),
-        (&["--dir", "/tmp::/x::/y"], "a single `:` is not a separator"),
+        (
+            &["--dir", "/tmp::/x::/y"],
+            "a single `:` is not a separator",
+        ),
         (&["-e", "NOVALUE"], "bad --env value `NOVALUE`"),
         (&["-e", "=x"], "bad --env value `=x`"),
     ];

@@ -64,12 +64,14 @@ fn the_merged_root_is_private_and_removed_after_the_run() {
         out.stderr.contains(s(&images)),
         "the merge should happen in ww's private images directory: {out:#?}"
     );
-    let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(&images).unwrap().permissions(),
-    );
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&images).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o700, "{}", images.display());
     let left: Vec<_> = std::fs::read_dir(&images).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
     let in_tmp: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
-    assert!(in_tmp.is_empty(), "the shared temporary directory was used: {in_tmp:?}");
+    assert!(
+        in_tmp.is_empty(),
+        "the shared temporary directory was used: {in_tmp:?}"
+    );
 }

@@ -70,10 +70,8 @@ fn a_shell_cell_gets_its_args_only_the_granted_env_and_its_exit_code() {
     protections(&out);
     assert_eq!(out.status, 7, "{out:#?}");
     assert!(out.stdout.contains("args:a -b"), "{out:#?}");
-    assert!(
-        out.stdout.contains("cwd:/tmp/ww-jail-") || out.stdout.contains("ww-jail-"),
-        "{out:#?}"
-    );
+    // The jail directory, at /jail in the cell's own root.
+    assert!(out.stdout.contains("cwd:/jail\n"), "{out:#?}");
     assert!(out.stdout.contains("GREETING=hi"), "{out:#?}");
     assert!(
         out.stdout.contains("WW_FDS=()") || !out.stdout.contains("HOME="),
@@ -82,13 +80,15 @@ fn a_shell_cell_gets_its_args_only_the_granted_env_and_its_exit_code() {
     for leaked in ["HOME=", "PATH=", "WW_CACHE_DIR=", "CARGO"] {
         assert!(!out.stdout.contains(leaked), "{leaked} leaked: {out:#?}");
     }
-    // The jail directory is gone afterwards.
-    let cwd = out
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("cwd:"))
-        .unwrap();
-    assert!(!Path::new(cwd).exists(), "{cwd} outlived the cell");
+    // The jail directory (its host path is in the `-v` log) is gone afterwards.
+    let work = out
+        .stderr
+        .split("jail=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no jail= field: {out:#?}"));
+    assert!(work.contains("ww-jail-"), "{out:#?}");
+    assert!(!Path::new(work).exists(), "{work} outlived the cell");
 }
 
 #[test]
@@ -195,7 +195,10 @@ attempt("network", connect)
 #[test]
 fn the_jail_refuses_host_files_ungranted_fds_and_the_network() {
     let Some(python) = venv_python() else {
-        eprintln!("skipped: no target/pyenv (cargo xtask test makes it)");
+        skip(
+            "the_jail_refuses_host_files_ungranted_fds_and_the_network",
+            "no target/pyenv (cargo xtask test makes it)",
+        );
         return;
     };
     let dir = tempfile::tempdir().unwrap();

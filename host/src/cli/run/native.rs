@@ -3,13 +3,14 @@
 
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt as _;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use miette::Report;
-use ww::caps::{CellInfo, DirGrant, Filesystem};
+use ww::caps::{CellInfo, DirGrant, Filesystem, Preopen};
 use ww::executor::stdio::Stdio;
 use ww::fds::Grant;
-use ww::native::{Jail, NativeError, NativeProgram};
+use ww::native::{Jail, JailDir, NativeError, NativeProgram};
 use ww::rpc::{ExecutorGrant, Node, RpcError, RpcServer, RpcSocket};
 
 use super::{Ended, RunArgs};
@@ -42,24 +43,14 @@ pub(super) fn main(
         .map(|d| d.parse::<DirGrant>())
         .collect::<Result<Vec<_>, _>>()?;
     let filesystem = Filesystem::new(None, &dir_grants)?;
-    let mut dirs = Vec::new();
-    for grant in &dir_grants {
-        let host = grant
-            .host()
-            .canonicalize()
-            .unwrap_or_else(|_| grant.host().to_owned());
-        if Some(grant.guest()) != host.to_str() {
-            tracing::warn!(
-                "a native cell sees --dir {} at its host path {}, not at {}",
-                grant.host().display(),
-                host.display(),
-                grant.guest()
-            );
-        }
-        dirs.push((host, grant.read_only()));
-    }
+    let dirs = filesystem
+        .preopens()
+        .iter()
+        .map(jail_dir)
+        .collect::<Result<Vec<_>, _>>()?;
     let executor = super::executor_for(args)?;
-    let jail = Jail::new(&program, &grants, &dirs)?;
+    let jail = Jail::new(&program, &grants, &dirs, args.allow_weak_jail)?;
+    drop(dirs);
     let program = if from_ipfs {
         jail.private_copy(program)?
     } else {
@@ -102,20 +93,27 @@ pub(super) fn main(
         // Before the spawn: a signal that arrives once the cell runs is forwarded to it.
         let signals = Signals::install();
         let (mut cmd, report) = jail.command(&program, &args.args, &env, &theirs, &grants)?;
-        let mut child = cmd
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| spawn_err("starting the program", e))?;
+        let spawned = cmd.kill_on_drop(true).spawn();
         drop(cmd);
+        // Read after the spawn either way: a step that failed reported itself.
         let protections = report.protections();
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                protections.check(args.allow_weak_jail, &program.path)?;
+                return Err(spawn_err("starting the program", e).into());
+            }
+        };
         tracing::info!(
             cell = %program.name,
             jail = %jail.path().display(),
             "jail: {}",
             protections.summary()
         );
-        for missing in protections.missing() {
-            tracing::warn!(cell = %program.name, "jail: {missing}");
+        // Without --allow-weak-jail a weak jail never gets here (its hook failed the spawn);
+        // should one report less than it set up, the cell is killed as `child` drops.
+        for warning in protections.check(args.allow_weak_jail, &program.path)? {
+            tracing::warn!(cell = %program.name, "jail: {warning}");
         }
         // A network that cannot start (say, a --listen port taken) ends the run as ww's
         // error; the program is killed as the child handle drops.
@@ -134,6 +132,24 @@ pub(super) fn main(
     drop(jail);
     let end = outcome?;
     Ok(status_of(&program.name, end))
+}
+
+/// The handle a native cell's `--dir` grant is bound from: a duplicate of the directory
+/// `Filesystem::new` opened (the one place a grant touches the host by path), shown at the
+/// grant's guest path.
+fn jail_dir(preopen: &Preopen) -> Result<JailDir, NativeError> {
+    let dir = preopen
+        .dir()
+        .try_clone()
+        .map_err(|source| NativeError::Io {
+            path: preopen.host().to_owned(),
+            source,
+        })?;
+    Ok(JailDir {
+        dir: OwnedFd::from(dir.into_std_file()),
+        at: PathBuf::from(preopen.guest()),
+        read_only: preopen.read_only(),
+    })
 }
 
 /// Waits for the cell, forwarding SIGINT and SIGTERM to it and killing it at `timeout`.

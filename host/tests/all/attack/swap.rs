@@ -525,7 +525,10 @@ fn without_a_state_directory_layers_are_not_merged_in_the_shared_temp_dir() {
     out.assert_ww_error("no state directory");
     assert!(out.stderr.contains("WW_CACHE_DIR"), "{out:#?}");
     let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
-    assert!(left.is_empty(), "the shared temporary directory was used: {left:?}");
+    assert!(
+        left.is_empty(),
+        "the shared temporary directory was used: {left:?}"
+    );
     assert_unchanged(&root.join("base"), &layers.0, &out);
     assert_unchanged(&root.join("layer"), &layers.1, &out);
 }
