@@ -8,7 +8,8 @@
 //! 3. codegen: `cargo xtask codegen --check`;
 //! 4. guest unit tests: the tests of `guest-sdk` and the guests, built for the machine's
 //!    own target;
-//! 5. workspace tests: `cargo test --workspace ARGS`, with a real IPFS node (js-ipfs from
+//! 5. workspace tests: `cargo test --workspace ARGS` (after making the Python virtualenv
+//!    of step 6, which the native-cell tests' probe uses), with a real IPFS node (js-ipfs from
 //!    `tests/ipfs-node/`, installed with `npm ci` when missing, see `ipfs_node`) running
 //!    offline on 127.0.0.1 and named by `WW_TEST_IPFS`; without node and npm a warning, and
 //!    the IPFS tests skip. The node is stopped afterwards;
@@ -62,6 +63,11 @@ pub fn run(extra: &[&str]) -> Result<()> {
     record("guest unit tests", guest_tests(&root, &mut counts));
 
     header(5, steps, "workspace tests (cargo test --workspace)");
+    // The Python virtualenv (pycapnp, pytest) first: the native-cell tests run a Python
+    // probe from it, and would otherwise be skipped on a fresh machine.
+    if let Err(err) = python_env(&root) {
+        println!("warning: no Python virtualenv yet ({err:#}); tests that need it will skip");
+    }
     let node = match ipfs_node::start(&root) {
         Ok(node) => node,
         Err(err) => {
