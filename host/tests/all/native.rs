@@ -6,25 +6,11 @@
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::support::*;
-
-/// Writes an executable `body` at `path`.
-fn script(path: &Path, body: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, body).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-/// The virtualenv's Python (made by `cargo xtask test`), if it is there.
-fn venv_python() -> Option<PathBuf> {
-    let python = repo().join("target/pyenv/bin/python");
-    python.exists().then_some(python)
-}
 
 /// The `jail: …` summary from a `-v` run, printed for the test's log.
 fn protections(out: &Out) -> String {

@@ -290,3 +290,18 @@ pub fn skip(test: &str, reason: &str) {
         }
     }
 }
+
+/// Writes an executable (mode 0755) `body` at `path`, creating its directory.
+pub fn script(path: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, body).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The virtualenv's Python (made by `cargo xtask test` before the workspace tests), if it
+/// is there.
+pub fn venv_python() -> Option<PathBuf> {
+    let python = repo().join("target/pyenv/bin/python");
+    python.exists().then_some(python)
+}

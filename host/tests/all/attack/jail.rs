@@ -14,19 +14,6 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-/// Writes an executable `body` at `path`.
-fn script(path: &Path, body: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, body).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-/// The virtualenv's Python (made by `cargo xtask test`), if it is there.
-fn venv_python() -> Option<PathBuf> {
-    let python = repo().join("target/pyenv/bin/python");
-    python.exists().then_some(python)
-}
-
 /// Whether the run was jailed: `false` (after recording the skip) when ww refused to start
 /// because this kernel lacks a protection. Prints the `-v` jail line when there is one.
 fn jailed(test: &str, out: &Out) -> bool {

@@ -9,80 +9,13 @@
 //! succeeded (else it proves nothing), that no child read or wrote the victim, that the host
 //! is unchanged outside the grants, and that `ww` and the cell carried on.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
+use super::{assert_unchanged, snapshot, step};
 use crate::support::*;
 
 /// The secret every victim holds: it must never appear in a cell's output.
 const SECRET: &str = "TOPSECRET-swap";
-
-/// One entry of a host tree, as [`snapshot`] records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Entry {
-    kind: &'static str,
-    content: String,
-    mtime: SystemTime,
-}
-
-/// A file's bytes or a symlink's target, short enough for a failure message: small ones
-/// as text, larger ones by length and hash.
-fn content(bytes: &[u8]) -> String {
-    use std::hash::{Hash as _, Hasher as _};
-    if bytes.len() <= 200 {
-        return String::from_utf8_lossy(bytes).into_owned();
-    }
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut hasher);
-    format!("{} bytes, hash {:016x}", bytes.len(), hasher.finish())
-}
-
-/// Every entry under `dir` (not following symlinks), by path relative to it: its kind, its
-/// bytes (a file's content, a symlink's target) and its modification time.
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Entry> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Entry>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            let (kind, bytes) = if meta.is_symlink() {
-                let target = std::fs::read_link(&path).unwrap();
-                ("symlink", target.into_os_string().into_encoded_bytes())
-            } else if meta.is_dir() {
-                ("dir", Vec::new())
-            } else {
-                ("file", std::fs::read(&path).unwrap())
-            };
-            let rel = path.strip_prefix(root).unwrap().to_path_buf();
-            let (content, mtime) = (content(&bytes), meta.modified().unwrap());
-            out.insert(
-                rel,
-                Entry {
-                    kind,
-                    content,
-                    mtime,
-                },
-            );
-            if kind == "dir" {
-                walk(root, &path, out);
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
-
-/// The line a testbed step printed: `ok WHAT`, `ok WHAT = …` or `error: … (WHAT)`.
-#[track_caller]
-fn step<'a>(out: &'a Out, what: &str) -> &'a str {
-    let ok = format!("ok {what}");
-    let failed = format!("({what})");
-    out.stdout
-        .lines()
-        .find(|l| *l == ok || l.starts_with(&format!("{ok} = ")) || l.ends_with(&failed))
-        .unwrap_or_else(|| panic!("no line for step {what:?}: {out:#?}"))
-}
 
 /// Asserts that the step succeeded: the attack was really mounted.
 #[track_caller]
@@ -103,17 +36,6 @@ fn assert_contained(out: &Out) {
     );
     assert_eq!(out.status, 0, "{out:#?}");
     assert_no_panic(out);
-}
-
-/// Asserts that `dir` is exactly as `before` recorded it: same entries, bytes and mtimes.
-#[track_caller]
-fn assert_unchanged(dir: &Path, before: &BTreeMap<PathBuf, Entry>, out: &Out) {
-    let after = snapshot(dir);
-    assert!(
-        after == *before,
-        "{} changed:\nbefore {before:#?}\nafter {after:#?}\n{out:#?}",
-        dir.display()
-    );
 }
 
 /// `root/victim` with the secret, outside every grant.
