@@ -12,9 +12,10 @@
 //! `--fdctl PATH`: ww binds a listening Unix stream socket at PATH (which must not exist;
 //! ww makes it mode 0600 and removes it once a peer connected), waits for one connection, and
 //! refuses a peer whose uid is not ww's effective uid. A SIGINT, SIGTERM, SIGHUP or SIGQUIT
-//! during the wait removes the socket before ww ends by that signal ([`TerminationSignals`]). `--fdctl inherit:N`: fd N, inherited
-//! from ww's parent, is an already connected Unix socket (stream or seqpacket); ww takes it
-//! over and closes it when done.
+//! during the wait removes the socket before ww ends by that signal (the signals are read
+//! from a signalfd while ww waits). `--fdctl inherit:N`: fd N, inherited from ww's parent, is
+//! an already connected Unix socket (stream or seqpacket); ww takes it over and closes it
+//! when done.
 //!
 //! On either channel the peer sends, with `sendmsg`, data and `SCM_RIGHTS` fds, in as many
 //! messages as it likes, then closes its end. The data, taken as one UTF-8 text, is one line
