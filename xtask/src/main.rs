@@ -5,6 +5,8 @@
 //! cargo xtask codegen [--check] regenerate (or check) the Rust code for capnp/*.capnp
 //! cargo xtask test [-- ARGS]    run every test; ARGS go to `cargo test --workspace`
 //! cargo xtask bench             measure ww against wasmtime and cat; write BENCHMARKS.md
+//! cargo xtask fuzz [TARGET] [--seconds N] [--build-only]
+//!                               run (or build) the cargo-fuzz targets in fuzz/
 //! ```
 //!
 //! `.cargo/config.toml` defines the `xtask` alias for `cargo run --package xtask --`.
@@ -12,6 +14,7 @@
 mod bench;
 mod bench_rpc;
 mod codegen;
+mod fuzz;
 mod images;
 mod ipfs_node;
 mod test;
@@ -52,6 +55,11 @@ tasks:
                      guest unit tests, then `cargo test --workspace ARGS`
   bench              measure boot, spawn, throughput and memory against `wasmtime run`
                      and `cat`, side by side, and write BENCHMARKS.md
+  fuzz [TARGET] [--seconds N] [--build-only]
+                     run each cargo-fuzz target in fuzz/ (or TARGET) for N seconds
+                     (default 60) from fuzz/corpus/ and fuzz/seeds/, printing its
+                     executions; fails if any crashes (input in fuzz/artifacts/).
+                     --build-only builds them. Installs cargo-fuzz if missing
   help               show this text
 ";
 
@@ -69,6 +77,7 @@ fn main() -> ExitCode {
         ("test", []) => test::run(&[]),
         ("bench", []) => bench::run(),
         ("test", ["--", extra @ ..]) => test::run(extra),
+        ("fuzz", args) => fuzz::Options::parse(args).and_then(|options| fuzz::run(&options)),
         ("help" | "--help" | "-h", _) => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -17,6 +17,8 @@
 //!    in a virtualenv at `target/pyenv` created (with pycapnp and pytest) when missing;
 //!    skipped with a warning only when `python3 -m venv` is unavailable. Their pytest counts
 //!    join the totals.
+//! 7. fuzz targets build and run briefly: `cargo xtask fuzz --seconds 5` (see `fuzz`), every
+//!    cargo-fuzz target built and run five seconds from its seeds; a crash fails the step.
 //!
 //! A failing step does not stop the later ones; the task fails at the end, naming every step
 //! that failed.
@@ -25,12 +27,12 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{codegen, images, ipfs_node, util};
+use crate::{codegen, fuzz, images, ipfs_node, util};
 
 /// Runs every step; `extra` goes to `cargo test --workspace`.
 pub fn run(extra: &[&str]) -> Result<()> {
     let root = util::root()?;
-    let steps = 6;
+    let steps = 7;
     let mut failed: Vec<&str> = Vec::new();
     let mut record = |name: &'static str, result: Result<()>| {
         if let Err(err) = result {
@@ -96,6 +98,20 @@ pub fn run(extra: &[&str]) -> Result<()> {
 
     header(6, steps, "Python interop tests (pycapnp, tests/python)");
     record("python tests", python_tests(&root, &mut counts));
+
+    header(
+        7,
+        steps,
+        "fuzz targets build and run briefly (cargo xtask fuzz --seconds 5)",
+    );
+    record(
+        "fuzz targets",
+        fuzz::run(&fuzz::Options {
+            target: None,
+            seconds: 5,
+            build_only: false,
+        }),
+    );
 
     let verdict = if failed.is_empty() {
         "all steps passed".to_owned()

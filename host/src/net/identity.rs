@@ -47,18 +47,7 @@ pub fn load(path: &Path) -> Result<Keypair, NetError> {
     file.take(MAX_KEY_FILE)
         .read_to_end(&mut bytes)
         .map_err(|e| error(path, e.to_string()))?;
-    let keypair = Keypair::from_protobuf_encoding(&bytes).map_err(|e| {
-        error(
-            path,
-            format!("not a libp2p private key (protobuf-encoded): {e}"),
-        )
-    })?;
-    if keypair.key_type() != KeyType::Ed25519 {
-        return Err(error(
-            path,
-            format!("a {:?} key; ww uses ed25519 keys", keypair.key_type()),
-        ));
-    }
+    let keypair = parse(&bytes).map_err(|reason| error(path, reason))?;
     let mode = metadata.permissions().mode();
     if mode & 0o077 != 0 {
         tracing::warn!(
@@ -66,6 +55,20 @@ pub fn load(path: &Path) -> Result<Keypair, NetError> {
             "the identity file is readable by others (mode {:o}); chmod 600 it",
             mode & 0o777
         );
+    }
+    Ok(keypair)
+}
+
+/// The ed25519 key in a key file's `bytes` (libp2p's protobuf encoding), or why they are
+/// not one. Public for the fuzz targets (`fuzz/`): these bytes come from a file.
+pub fn parse(bytes: &[u8]) -> Result<Keypair, String> {
+    let keypair = Keypair::from_protobuf_encoding(bytes)
+        .map_err(|e| format!("not a libp2p private key (protobuf-encoded): {e}"))?;
+    if keypair.key_type() != KeyType::Ed25519 {
+        return Err(format!(
+            "a {:?} key; ww uses ed25519 keys",
+            keypair.key_type()
+        ));
     }
     Ok(keypair)
 }
