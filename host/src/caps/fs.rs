@@ -346,20 +346,16 @@ fn normalize_guest(guest: &str) -> Option<String> {
 #[derive(Debug, Clone)]
 pub struct Preopen {
     dir: Arc<cap_std::fs::Dir>,
-    host: PathBuf,
-    guest: String,
-    read_only: bool,
+    /// What was granted; its host path is for messages only once the directory is open.
+    grant: DirGrant,
 }
 
 impl Preopen {
     /// Opens `grant`'s host directory: the one step from a host path to a handle.
     fn open(grant: &DirGrant) -> Result<Preopen, DirGrantError> {
-        let dir = open_host_dir(&grant.host)?;
         Ok(Preopen {
-            dir: Arc::new(dir),
-            host: grant.host.clone(),
-            guest: grant.guest.clone(),
-            read_only: grant.read_only,
+            dir: Arc::new(open_host_dir(&grant.host)?),
+            grant: grant.clone(),
         })
     }
 
@@ -371,30 +367,28 @@ impl Preopen {
     /// The host path it was opened at, for messages only: the path may name something else
     /// by now, and is never opened again.
     pub fn host(&self) -> &Path {
-        &self.host
+        self.grant.host()
     }
 
     /// Where the cell sees it: an absolute, normalized path.
     pub fn guest(&self) -> &str {
-        &self.guest
+        self.grant.guest()
     }
 
     /// Whether the host refuses writes under it.
     pub fn read_only(&self) -> bool {
-        self.read_only
+        self.grant.read_only()
     }
 
     /// The same directory at `guest`, read-only if this one is or `read_only` asks.
     fn narrowed(&self, guest: &str, read_only: bool) -> Result<Preopen, DirGrantError> {
-        let normalized = normalize_guest(guest).ok_or_else(|| DirGrantError::BadGuestPath {
-            value: format!("{}::{guest}", self.host.display()),
-            guest: guest.to_owned(),
-        })?;
         Ok(Preopen {
             dir: Arc::clone(&self.dir),
-            host: self.host.clone(),
-            guest: normalized,
-            read_only: self.read_only || read_only,
+            grant: DirGrant::new(
+                self.grant.host.clone(),
+                guest,
+                self.grant.read_only || read_only,
+            )?,
         })
     }
 }
@@ -428,22 +422,43 @@ impl Filesystem {
         image_root: Option<&Path>,
         grants: &[DirGrant],
     ) -> Result<Filesystem, DirGrantError> {
+        // A grant at `/` replaces the image root, which is then not opened at all.
+        let root_granted = grants.iter().any(|g| g.guest == "/");
+        Filesystem::image(image_root.filter(|_| !root_granted))?.granting(grants)
+    }
+
+    /// The image root alone, opened once, read-only at `/` (empty without a root).
+    pub fn image(image_root: Option<&Path>) -> Result<Filesystem, DirGrantError> {
+        let root = image_root
+            .map(|root| {
+                Preopen::open(&DirGrant {
+                    host: root.to_path_buf(),
+                    guest: "/".into(),
+                    read_only: true,
+                })
+            })
+            .transpose()?;
+        Ok(Filesystem {
+            preopens: root.into_iter().collect(),
+        })
+    }
+
+    /// This filesystem's directories plus `grants`, each opened once; a grant at `/`
+    /// replaces this filesystem's root. The directories held here are shared, not reopened.
+    pub fn granting(&self, grants: &[DirGrant]) -> Result<Filesystem, DirGrantError> {
         let mut preopens: Vec<Preopen> = Vec::with_capacity(grants.len() + 1);
         for grant in grants {
-            if preopens.iter().any(|p| p.guest == grant.guest) {
+            if preopens.iter().any(|p| p.guest() == grant.guest) {
                 return Err(DirGrantError::Duplicate {
                     guest: grant.guest.clone(),
                 });
             }
             preopens.push(Preopen::open(grant)?);
         }
-        let root_granted = preopens.iter().any(|p| p.guest == "/");
-        if let (Some(root), false) = (image_root, root_granted) {
-            preopens.push(Preopen::open(&DirGrant {
-                host: root.to_path_buf(),
-                guest: "/".into(),
-                read_only: true,
-            })?);
+        for held in &self.preopens {
+            if !preopens.iter().any(|p| p.guest() == held.guest()) {
+                preopens.push(held.clone());
+            }
         }
         Filesystem::of(preopens)
     }
@@ -452,14 +467,14 @@ impl Filesystem {
     /// checked that no two share a guest path.
     pub fn of(mut preopens: Vec<Preopen>) -> Result<Filesystem, DirGrantError> {
         for (i, p) in preopens.iter().enumerate() {
-            if preopens[..i].iter().any(|q| q.guest == p.guest) {
+            if preopens[..i].iter().any(|q| q.guest() == p.guest()) {
                 return Err(DirGrantError::Duplicate {
-                    guest: p.guest.clone(),
+                    guest: p.guest().to_owned(),
                 });
             }
         }
         // The root comes first, as `ww:host/cell.directories` promises.
-        if let Some(i) = preopens.iter().position(|p| p.guest == "/") {
+        if let Some(i) = preopens.iter().position(|p| p.guest() == "/") {
             let root = preopens.remove(i);
             preopens.insert(0, root);
         }
@@ -487,7 +502,7 @@ impl Filesystem {
                 let held = self
                     .preopens
                     .iter()
-                    .find(|p| Some(p.guest.as_str()) == normalized.as_deref())
+                    .find(|p| Some(p.guest()) == normalized.as_deref())
                     .ok_or_else(|| DirGrantError::NotHeld {
                         path: path.to_owned(),
                     })?;
@@ -526,9 +541,11 @@ impl Filesystem {
         Ok(Filesystem {
             preopens: vec![Preopen {
                 dir: Arc::new(dir),
-                host: held.host.join(&rel),
-                guest: "/".into(),
-                read_only: true,
+                grant: DirGrant {
+                    host: held.host().join(&rel),
+                    guest: "/".into(),
+                    read_only: true,
+                },
             }],
         })
     }
@@ -565,8 +582,8 @@ impl Filesystem {
         let path = normalize_guest(guest_path).ok_or_else(not_found)?;
         self.preopens
             .iter()
-            .filter_map(|p| relative_to(&path, &p.guest).map(|rel| (p, rel.to_owned())))
-            .max_by_key(|(p, _)| p.guest.len())
+            .filter_map(|p| relative_to(&path, p.guest()).map(|rel| (p, rel.to_owned())))
+            .max_by_key(|(p, _)| p.guest().len())
             .ok_or_else(not_found)
     }
 
@@ -608,16 +625,16 @@ impl Filesystem {
     /// ww never falls back to the host path.
     pub fn apply(&self, builder: &mut WasiCtxBuilder) -> Result<(), DirGrantError> {
         for dir in &self.preopens {
-            let perms = if dir.read_only {
+            let perms = if dir.read_only() {
                 FsPerms::ReadOnly
             } else {
                 FsPerms::ReadWrite
             };
             let handle = format!("/proc/self/fd/{}", dir.dir.as_raw_fd());
             builder
-                .preopened_dir(&handle, &dir.guest, perms)
+                .preopened_dir(&handle, dir.guest(), perms)
                 .map_err(|e| DirGrantError::HostPath {
-                    host: dir.host.clone(),
+                    host: dir.host().to_path_buf(),
                     reason: format!("cannot hand the open directory over through {handle}: {e:#} (is /proc mounted?)"),
                 })?;
         }

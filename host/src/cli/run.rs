@@ -379,9 +379,10 @@ impl Booted {
     fn load(args: &RunArgs, grants: &[DirGrant], executor: &Executor) -> Result<Booted, Report> {
         let private = super::images_dir().ok();
         let image = Image::load(&args.image, &args.layers, private.as_deref())?;
-        let filesystem = Filesystem::new(image.root(), grants)?;
-        // The image alone (pid0's grants may claim `/`): where services are found.
-        let image_root = Filesystem::new(image.root(), &[])?;
+        // The image alone (pid0's grants may claim `/`): where services are found. pid0's
+        // filesystem shares its handle.
+        let image_root = Filesystem::image(image.root())?;
+        let filesystem = image_root.granting(grants)?;
         let bytes = image.read_entrypoint()?;
         let loaded = executor.load(image.entrypoint(), &bytes)?;
         Ok(Booted {
