@@ -46,7 +46,8 @@ impl CompileCache {
 
     /// The default root of the disk cache for this user, if one can be found.
     pub fn default_dir() -> Option<PathBuf> {
-        if let Some(dir) = std::env::var_os("WW_CACHE_DIR") {
+        // An empty variable is unset, as for XDG_CACHE_HOME: "" is no directory.
+        if let Some(dir) = std::env::var_os("WW_CACHE_DIR").filter(|d| !d.is_empty()) {
             return Some(PathBuf::from(dir));
         }
         if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {

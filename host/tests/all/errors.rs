@@ -118,6 +118,20 @@ fn a_writable_grant_of_ww_state_is_refused() {
 }
 
 #[test]
+fn an_empty_ww_cache_dir_still_protects_the_default_state() {
+    // WW_CACHE_DIR="" is unset: the state is then ~/.cache/ww, and a writable grant of HOME
+    // holds it.
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = ww();
+    cmd.env("WW_CACHE_DIR", "")
+        .env_remove("XDG_CACHE_HOME")
+        .env("HOME", home.path())
+        .args(["run", "--dir", &format!("{}::/h", s(home.path()))])
+        .arg(image("pid0"));
+    output(cmd, "").assert_ww_error("it holds ww's own state");
+}
+
+#[test]
 fn bad_ww_env() {
     let mut cmd = ww();
     cmd.env("WW_ENV", "A=1,oops")
