@@ -277,6 +277,20 @@ pub enum SpawnError {
     TooLarge(u64),
     /// The spawner already has this many children alive, its cap.
     TooManyChildren(u32),
+    /// The node has no room for the child: one of the bounds all cells share is reached.
+    /// Other cells ending makes room; retrying later may succeed.
+    NodeExhausted(NodeBound),
+}
+
+/// A bound shared by every cell of the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeBound {
+    /// The memory budget of all cells together (`--node-memory`).
+    Memory,
+    /// The number of cells alive (`--max-cells`).
+    Cells,
+    /// How deep spawns nest (`--max-depth`).
+    Depth,
 }
 
 impl fmt::Display for SpawnError {
@@ -287,6 +301,14 @@ impl fmt::Display for SpawnError {
             SpawnError::Invalid(why) => write!(f, "invalid: {why}"),
             SpawnError::TooLarge(bytes) => write!(f, "too large: {bytes} bytes"),
             SpawnError::TooManyChildren(cap) => write!(f, "too many children: {cap}"),
+            SpawnError::NodeExhausted(bound) => {
+                let what = match bound {
+                    NodeBound::Memory => "memory budget",
+                    NodeBound::Cells => "maximum of cells",
+                    NodeBound::Depth => "maximum spawn depth",
+                };
+                write!(f, "node exhausted: its {what} is reached")
+            }
         }
     }
 }
@@ -301,6 +323,11 @@ impl From<raw::SpawnError> for SpawnError {
             raw::SpawnError::Invalid(why) => SpawnError::Invalid(why),
             raw::SpawnError::TooLarge(bytes) => SpawnError::TooLarge(bytes),
             raw::SpawnError::TooManyChildren(cap) => SpawnError::TooManyChildren(cap),
+            raw::SpawnError::NodeExhausted(bound) => SpawnError::NodeExhausted(match bound {
+                raw::NodeBound::Memory => NodeBound::Memory,
+                raw::NodeBound::Cells => NodeBound::Cells,
+                raw::NodeBound::Depth => NodeBound::Depth,
+            }),
         }
     }
 }

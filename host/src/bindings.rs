@@ -8,6 +8,8 @@ wasmtime::component::bindgen!({
     path: "../wit",
     imports: {
         "ww:host/executor.[method]process.wait": async | trappable,
+        // Loading a program may compile it: that runs on the blocking pool, awaited.
+        "ww:host/executor.[method]executor.spawn": async | trappable,
         "ww:host/executor": trappable,
         "ww:host/cell.exit": trappable,
         // The IPFS client blocks: its calls run on the blocking pool, awaited.

@@ -20,10 +20,13 @@
 //! ```
 //!
 //! A service that cannot start (no program, a malformed config, a binary that does not
-//! link) is reported and skipped: it never stops pid0 from booting.
+//! link) is reported and skipped: it never stops pid0 from booting. A service's config and
+//! program are read (and checked) at once; its program is compiled on the blocking pool, so
+//! a large one delays only itself.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::Deserialize;
@@ -110,32 +113,101 @@ impl ServiceConfig {
     }
 }
 
-/// Starts every service under `svc/` of pid0's image, each bound by `limits` (pid0's). The
-/// services' directories are opened through pid0's image root handle (`image`), never by a
-/// host path. Must be called within the runtime that drives the cells.
-pub fn start_services(executor: &Executor, image: &Filesystem, limits: &Limits) -> Vec<Process> {
-    let mut started = Vec::new();
-    for name in image.subdirectories("/svc") {
-        match start_service(executor, &name, image, limits) {
-            Ok(process) => {
-                tracing::info!(service = %name, id = process.id(), "service started");
-                started.push(process);
-            }
-            Err(e) => tracing::warn!("{e}"),
+/// The services of one boot, stopped together.
+pub struct Services {
+    running: Arc<Mutex<Option<Vec<Process>>>>,
+    loading: Vec<tokio::task::AbortHandle>,
+}
+
+impl Services {
+    /// Kills every service started, and stops those still loading from starting.
+    pub fn kill(&self) {
+        for task in &self.loading {
+            task.abort();
+        }
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        for service in running.into_iter().flatten() {
+            service.kill();
         }
     }
-    started
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts every service under `svc/` of pid0's image, each bound by `limits` (pid0's): reads
+/// and checks each one's config and program now (reporting those that cannot start), then
+/// compiles each on the blocking pool and spawns it. The services' directories are opened
+/// through pid0's image root handle (`image`), never by a host path. Must be called within
+/// the runtime that drives the cells.
+pub fn start_services(executor: &Executor, image: &Filesystem, limits: &Limits) -> Services {
+    let running = Arc::new(Mutex::new(Some(Vec::new())));
+    let mut loading = Vec::new();
+    for name in image.subdirectories("/svc") {
+        let (origin, bytes, cell) = match prepare_service(&name, image, limits) {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                tracing::warn!("{e}");
+                continue;
+            }
+        };
+        let executor = executor.clone();
+        let running = running.clone();
+        let task = tokio::spawn(async move {
+            let compiled = {
+                let executor = executor.clone();
+                tokio::task::spawn_blocking(move || executor.load(&origin, &bytes)).await
+            };
+            let fail = |reason: String| ServiceError {
+                name: name.clone(),
+                reason,
+            };
+            let started = match compiled {
+                Ok(Ok(loaded)) => executor
+                    .spawn(&loaded, cell)
+                    .map_err(|e| fail(e.to_string())),
+                Ok(Err(e)) => Err(fail(e.to_string())),
+                Err(e) => Err(fail(format!("compiling it failed: {e}"))),
+            };
+            match started {
+                Ok(process) => {
+                    let mut running = running
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    match running.as_mut() {
+                        Some(running) => {
+                            tracing::info!(service = %name, id = process.id(), "service started");
+                            running.push(process);
+                        }
+                        // Stopped while it loaded.
+                        None => process.kill(),
+                    }
+                }
+                Err(e) => tracing::warn!("{e}"),
+            }
+        });
+        loading.push(task.abort_handle());
+    }
+    Services { running, loading }
 }
 
 /// The most bytes a service's `etc/service.toml` may have.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
-fn start_service(
-    executor: &Executor,
+/// Reads service `name`'s config and program: where the program is (for messages), its
+/// bytes, and the cell to spawn it as.
+fn prepare_service(
     name: &str,
     image: &Filesystem,
     limits: &Limits,
-) -> Result<Process, ServiceError> {
+) -> Result<(PathBuf, Vec<u8>, CellConfig), ServiceError> {
     let fail = |reason: String| ServiceError {
         name: name.to_owned(),
         reason,
@@ -165,18 +237,15 @@ fn start_service(
         .first()
         .map(|root| root.host().join(ENTRYPOINT))
         .unwrap_or_else(|| PathBuf::from(ENTRYPOINT));
-    let loaded = executor
-        .load(&origin, &bytes)
-        .map_err(|e| fail(e.to_string()))?;
     let cell = CellConfig::new(CellInfo::new(name, filesystem))
         .args(config.args)
         .env(config.env.into_iter().collect())
         .stdio(Stdio::prefixed(name))
         .limits(limits)
-        .executor(config.executor);
-    executor
-        .spawn(&loaded, cell)
-        .map_err(|e| fail(e.to_string()))
+        .executor(config.executor)
+        // A service is started by the node beside pid0, as one of its children would be.
+        .at_depth(1);
+    Ok((origin, bytes, cell))
 }
 
 #[cfg(test)]

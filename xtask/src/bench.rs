@@ -84,8 +84,15 @@ pub fn run() -> Result<()> {
     println!("==> libp2p: a remote call over /ww/0.1.0 against the same call over --rpc-socket");
     rows.push(rpc_libp2p(&root, &ww, &images, &cache)?);
 
-    let report = render(&rows, &wasmtime)?;
+    let mut report = render(&rows, &wasmtime)?;
     let path = root.join("BENCHMARKS.md");
+    // The soak's section is written by `cargo xtask soak`: kept as it is.
+    if let Some(soak) = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| crate::soak::soak_section(&text))
+    {
+        report = crate::soak::with_soak(&report, &soak);
+    }
     std::fs::write(&path, &report).with_context(|| format!("cannot write {}", path.display()))?;
     println!("\n{report}");
     println!("wrote {}", path.display());
@@ -658,7 +665,7 @@ fn machine() -> String {
     format!("{cpu}, {cores} cores, {mem}, Linux {kernel}")
 }
 
-fn today() -> String {
+pub(crate) fn today() -> String {
     Command::new("date")
         .args(["-u", "+%Y-%m-%d"])
         .output()

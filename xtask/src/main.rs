@@ -5,6 +5,8 @@
 //! cargo xtask codegen [--check] regenerate (or check) the Rust code for capnp/*.capnp
 //! cargo xtask test [-- ARGS]    run every test; ARGS go to `cargo test --workspace`
 //! cargo xtask bench             measure ww against wasmtime and cat; write BENCHMARKS.md
+//! cargo xtask soak [--spawns N] [--calls N] [--connections N]
+//!                               a long run sampling ww's memory; BENCHMARKS.md's Soak section
 //! cargo xtask fuzz [TARGET] [--seconds N] [--build-only]
 //!                               run (or build) the cargo-fuzz targets in fuzz/
 //! ```
@@ -17,6 +19,7 @@ mod codegen;
 mod fuzz;
 mod images;
 mod ipfs_node;
+mod soak;
 mod test;
 mod util;
 
@@ -55,6 +58,11 @@ tasks:
                      guest unit tests, then `cargo test --workspace ARGS`
   bench              measure boot, spawn, throughput and memory against `wasmtime run`
                      and `cat`, side by side, and write BENCHMARKS.md
+  soak [--spawns N] [--calls N] [--connections N]
+                     drive one release node with connections that open and close,
+                     spawning children (default 100,000) and calling host.id()
+                     (default 1,000,000), sampling ww's resident memory every second;
+                     writes the Soak section of BENCHMARKS.md (not run in CI)
   fuzz [TARGET] [--seconds N] [--build-only]
                      run each cargo-fuzz target in fuzz/ (or TARGET) for N seconds
                      (default 60) from fuzz/corpus/ and fuzz/seeds/, printing its
@@ -77,6 +85,7 @@ fn main() -> ExitCode {
         ("test", []) => test::run(&[]),
         ("bench", []) => bench::run(),
         ("test", ["--", extra @ ..]) => test::run(extra),
+        ("soak", args) => soak::Options::parse(args).and_then(|options| soak::run(&options)),
         ("fuzz", args) => fuzz::Options::parse(args).and_then(|options| fuzz::run(&options)),
         ("help" | "--help" | "-h", _) => {
             print!("{USAGE}");

@@ -44,6 +44,7 @@
 //! - `fd-write NAME TEXT`: writes TEXT to the grant, printing `wrote`;
 //! - `fd-read-at NAME OFFSET LEN`, `fd-write-at NAME OFFSET TEXT`, `fd-size NAME`: a file
 //!   grant at offsets, printing the bytes read, `wrote N` or the size;
+//! - `tree WIDTH MIB`, `args N MIB`: try to exhaust the node (see `exhaust.rs`);
 //! - `ping`: writes `!` to stdout and returns from `main`;
 //! - `block`: reads stdin to its end and returns from `main`;
 //! - `bench-spawn N [path|bytes]`: times N spawns of `ping` and N spawn-and-waits, printing
@@ -87,6 +88,7 @@ use std::time::{Duration, Instant};
 use ww::fd::{Fd, Mode};
 use ww::process::{Child, Command, DirGrant, FdPass, Stdio};
 
+mod exhaust;
 mod fsops;
 mod net;
 mod rpc;
@@ -114,7 +116,7 @@ usage: testbed MODE [ARGS...]
   seq STEP [;; STEP]...   (STEP: OP ARGS... | spawn ... | any mode, which ends the sequence)
   fd-names | fd-read NAME | fd-write NAME TEXT | fd-size NAME
   fd-read-at NAME OFFSET LEN | fd-write-at NAME OFFSET TEXT
-  ping | block | bench-spawn N [path|bytes] | idle N
+  ping | block | tree WIDTH MIB | args N MIB | bench-spawn N [path|bytes] | idle N
   rpc-id | rpc-big | rpc-many N | rpc-export | rpc-exit-mid-call CODE | rpc-advance
   rpc-bench N | ipfs-cat PATH | ipfs-add TEXT
   net-id | net-addrs | net-call PEER [ADDR...] | net-denied
@@ -158,7 +160,9 @@ fn mode(args: &[&str]) {
         ["fd-write-at", name, offset, text] => fd_write_at(name, offset, text),
         ["fd-size", name] => fd_size(name),
         ["ping"] => ping(),
-        ["block"] => block(),
+        ["block", ..] => block(),
+        ["tree", width, mib] => exhaust::tree(width, mib),
+        ["args", n, mib] => exhaust::args(n, mib),
         ["bench-spawn", n] => bench_spawn(n, None),
         ["bench-spawn", n, source] => bench_spawn(n, Some(source)),
         ["idle", n] => idle(n),

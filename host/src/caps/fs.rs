@@ -520,9 +520,19 @@ impl Filesystem {
             return Err(ReadError::Io(format!("{guest_path} is a directory")));
         }
         let io = |e: std::io::Error| io_error(guest_path, e);
-        let file = dir.dir.open(rel).map_err(io)?;
-        if file.metadata().map_err(io)?.is_dir() {
+        // Non-blocking, so that opening a FIFO (or a device) an image or a grant holds
+        // returns at once instead of waiting for a writer with the caller's thread; anything
+        // but a regular file is then refused.
+        let mut options = cap_std::fs::OpenOptions::new();
+        options.read(true);
+        cap_std::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+        let file = dir.dir.open_with(rel, &options).map_err(io)?;
+        let kind = file.metadata().map_err(io)?.file_type();
+        if kind.is_dir() {
             return Err(ReadError::Io(format!("{guest_path} is a directory")));
+        }
+        if !kind.is_file() {
+            return Err(ReadError::Io(format!("{guest_path} is not a regular file")));
         }
         Ok(file)
     }

@@ -9,9 +9,10 @@ use ww::boot;
 use ww::caps::fd::FdGrants;
 use ww::caps::rpc::RpcHost;
 use ww::caps::{CellInfo, DirGrant, Filesystem};
+use ww::executor::budget::{DEFAULT_MAX_CELLS, DEFAULT_MAX_DEPTH, NodeLimits};
 use ww::executor::cache::CompileCache;
 use ww::executor::cell::CellConfig;
-use ww::executor::limits::{DEFAULT_MAX_CHILDREN, DEFAULT_MAX_MEMORY, Limits};
+use ww::executor::limits::{DEFAULT_MAX_CHILDREN, DEFAULT_MAX_MEMORY, LimitExceeded, Limits};
 use ww::executor::process::Exit;
 use ww::executor::stdio::Stdio;
 use ww::executor::{Executor, Loaded};
@@ -56,6 +57,20 @@ pub struct RunArgs {
     /// Cap how many children pid0 may have alive at once.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CHILDREN)]
     max_children: u32,
+
+    /// Bound what all cells together make the host hold: linear memories, tables, instance
+    /// state, arguments, environment and stream buffers (e.g. 2GiB). Default: half the
+    /// physical memory, or of the cgroup's limit when lower. Per-cell limits nest inside it.
+    #[arg(long, value_name = "SIZE", value_parser = units::parse_size)]
+    node_memory: Option<u64>,
+
+    /// Bound the cells alive in the node at once (pid0, services, children, grandchildren).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CELLS)]
+    max_cells: u32,
+
+    /// Bound how deep spawns nest (pid0 is depth 0, its children 1, ...).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_DEPTH)]
+    max_depth: u32,
 
     #[command(flatten)]
     fds: super::fd::FdArgs,
@@ -253,6 +268,13 @@ pub fn main(mut args: RunArgs) -> Result<u8, Report> {
             let ended = loop {
                 tokio::select! {
                     exit = pid0.wait() => break BootEnd::Exit(exit),
+                    // The node's own deadline, raced here as well as in pid0's task: with
+                    // thousands of cells ready to run, pid0's task may be polled late, and
+                    // --timeout must end the node on time whatever its cells are doing.
+                    () = deadline(limits.deadline) => {
+                        pid0.kill();
+                        break BootEnd::Exit(Exit::Limit(LimitExceeded::Time));
+                    }
                     failed = network.failed() => {
                         pid0.kill();
                         break BootEnd::Failed(Report::new(super::net::StartFailed(failed)));
@@ -266,9 +288,7 @@ pub fn main(mut args: RunArgs) -> Result<u8, Report> {
                         Ok(next) => {
                             pid0.kill();
                             pid0.wait().await;
-                            for service in &services {
-                                service.kill();
-                            }
+                            services.kill();
                             booted = next;
                             server.regrant(grant(&booted))?;
                             let epoch = server.epoch().advance();
@@ -285,9 +305,7 @@ pub fn main(mut args: RunArgs) -> Result<u8, Report> {
                     },
                 }
             };
-            for service in services {
-                service.kill();
-            }
+            services.kill();
             match ended {
                 BootEnd::Reloaded => continue,
                 BootEnd::Exit(exit) => break Ok::<Result<Exit, u8>, Report>(Ok(exit)),
@@ -331,7 +349,14 @@ fn executor_for(args: &RunArgs) -> Result<Executor, Report> {
     } else {
         CompileCache::default_dir()
     };
-    Ok(Executor::new(&options, cache_dir.as_deref())?)
+    let node = NodeLimits {
+        memory: args
+            .node_memory
+            .unwrap_or_else(ww::executor::budget::default_memory),
+        cells: args.max_cells,
+        depth: args.max_depth,
+    };
+    Ok(Executor::new(&options, cache_dir.as_deref(), node)?)
 }
 
 /// The single-threaded runtime every cell and the RPC system run on.
@@ -399,6 +424,14 @@ impl Booted {
     }
 }
 
+/// Resolves at `at`; never without one.
+async fn deadline(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// SIGUSR1 to ww: reload the image. Never yields if the handler cannot be installed.
 struct ReloadRequests(Option<tokio::signal::unix::Signal>);
 
@@ -459,7 +492,6 @@ struct Ended {
 
 /// Prints the one-paragraph diagnostic for an exit that is not the cell's own code.
 fn report(cell: &str, exit: &Exit, memory_hint: &str) {
-    use ww::executor::limits::LimitExceeded;
     let (what, help) = match exit {
         Exit::Code(_) => return,
         Exit::Trap { message, detail } => {
@@ -477,6 +509,12 @@ fn report(cell: &str, exit: &Exit, memory_hint: &str) {
         Exit::Limit(LimitExceeded::Memory { limit }) => (
             format!("exceeded its memory limit ({limit} bytes)"),
             memory_hint.to_owned(),
+        ),
+        Exit::Limit(LimitExceeded::NodeMemory { limit }) => (
+            format!(
+                "could not grow: the node's memory budget ({limit} bytes for all cells) is spent"
+            ),
+            "raise --node-memory, or give the cells lower --max-memory".to_owned(),
         ),
         Exit::Limit(LimitExceeded::Time) => (
             "ran past its time limit".to_owned(),

@@ -15,6 +15,7 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::Executor;
+use super::budget::{CELL_OVERHEAD, Exhausted, Ticket};
 use super::limits::{LimitExceeded, Limits, MemoryLimiter};
 use super::process::{Children, Exit};
 use super::stdio::Stdio;
@@ -78,6 +79,17 @@ pub enum CellError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Filesystem(#[from] DirGrantError),
+
+    /// The node has no room for another cell (memory budget, cells alive, or depth).
+    #[error("cannot start a cell: {0}")]
+    #[diagnostic(
+        code(ww::cell::exhausted),
+        help(
+            "the node's bounds are --node-memory, --max-cells and --max-depth; end other \
+             cells or raise them"
+        )
+    )]
+    Exhausted(#[from] Exhausted),
 }
 
 /// Everything a cell is given: identity and filesystem, arguments, environment, stdio,
@@ -94,6 +106,7 @@ pub struct CellConfig {
     rpc: Option<Arc<dyn RpcHost>>,
     ipfs: Option<Arc<Ipfs>>,
     network: Option<Starting>,
+    depth: u32,
 }
 
 impl CellConfig {
@@ -112,7 +125,34 @@ impl CellConfig {
             rpc: None,
             ipfs: None,
             network: None,
+            depth: 0,
         }
+    }
+
+    /// How deep the cell is nested: 0 for pid0, its parent's plus one for a child.
+    pub fn at_depth(mut self, depth: u32) -> CellConfig {
+        self.depth = depth;
+        self
+    }
+
+    /// How deep the cell is nested.
+    pub fn depth(&self) -> u32 {
+        self.depth
+    }
+
+    /// What the host holds for the cell before it grows any memory: its fixed overhead,
+    /// its arguments and environment, and the buffers of the streams made for it. Charged
+    /// to the node's budget at spawn.
+    pub fn host_bytes(&self) -> u64 {
+        let strings: usize = self.args.iter().map(String::len).sum::<usize>()
+            + self
+                .env
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        CELL_OVERHEAD
+            .saturating_add(strings as u64)
+            .saturating_add(self.stdio.buffered_bytes())
     }
 
     /// Gives the cell the node's network (`ww:host/net`), or not.
@@ -181,12 +221,10 @@ impl CellConfig {
 
     fn wasi(&self) -> Result<WasiCtxBuilder, CellError> {
         let mut builder = WasiCtx::builder();
-        builder
-            .args(&self.args)
-            .envs(&self.env)
-            // Filesystem calls run inline instead of hopping to a blocking thread: the
-            // executor is single-threaded, so the hop would only add latency.
-            .allow_blocking_current_thread(true);
+        // Filesystem calls run on the blocking pool (wasmtime-wasi's default), never on the
+        // executor's one thread: a cell opening a FIFO or reading a slow disk must not stop
+        // every other cell, the RPC system and the signal handlers.
+        builder.args(&self.args).envs(&self.env);
         self.stdio.apply(&mut builder);
         self.info.filesystem().apply(&mut builder)?;
         Ok(builder)
@@ -209,6 +247,8 @@ pub(crate) struct Spawner {
     /// The cell's network, when it holds it: served to the cell (`ww:host/net`) and passed
     /// on to the children it asks it for.
     pub network: Option<Starting>,
+    /// How deep the cell is: its children are one deeper.
+    pub depth: u32,
 }
 
 /// What a component cell's store holds.
@@ -300,13 +340,14 @@ pub(crate) fn prepare_component(
     executor: &Executor,
     pre: CommandPre<CellState>,
     config: CellConfig,
+    ticket: Ticket,
 ) -> Result<Ready, CellError> {
     let cell = config.name().to_owned();
     let limits = config.limits;
     let state = CellState {
         wasi: config.wasi()?.build(),
         table: ResourceTable::new(),
-        limiter: MemoryLimiter::new(config.limits.max_memory),
+        limiter: MemoryLimiter::new(config.limits.max_memory, ticket),
         spawner: Spawner {
             executor: config.executor.then(|| executor.clone()),
             limits: config.limits,
@@ -314,6 +355,7 @@ pub(crate) fn prepare_component(
             children: Children::default(),
             ipfs: config.ipfs,
             network: config.network,
+            depth: config.depth,
         },
         info: config.info,
         fds: config.fds,
@@ -335,11 +377,12 @@ pub(crate) fn prepare_module(
     executor: &Executor,
     pre: wasmtime::InstancePre<ModuleState>,
     config: CellConfig,
+    ticket: Ticket,
 ) -> Result<Ready, CellError> {
     let cell = config.name().to_owned();
     let state = ModuleState {
         wasi: config.wasi()?.build_p1(),
-        limiter: MemoryLimiter::new(config.limits.max_memory),
+        limiter: MemoryLimiter::new(config.limits.max_memory, ticket),
     };
     let mut store = Store::new(executor.engine(), state);
     store.limiter(|state| &mut state.limiter);
@@ -446,7 +489,7 @@ pub(crate) fn link_module(
             // A throwaway store answers which imports the linker has.
             let empty = ModuleState {
                 wasi: WasiCtxBuilder::new().build_p1(),
-                limiter: MemoryLimiter::new(0),
+                limiter: MemoryLimiter::new(0, Ticket::unbounded()),
             };
             let mut store = Store::new(engine, empty);
             let missing: Vec<String> = module

@@ -4,6 +4,8 @@
 //! spawner holds: its executor, its live-children cap, its limits (a child's may only be
 //! tighter), its directories (a child gets a subset, optionally narrowed to read-only), its
 //! fd grants (likewise), its IPFS (passed on only when held) and the size cap on programs.
+//! A program is loaded (read, hashed, compiled) by [`load_program`] on the blocking pool,
+//! never on the executor's thread, so compiling a large program stalls no other cell.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -11,14 +13,15 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, DynPollable, Pollable};
 
-use super::LoadError;
-use super::cell::{CellConfig, CellState, Spawner};
+use super::budget::Exhausted;
+use super::cell::{CellConfig, CellError, CellState, Spawner};
 use super::limits::{LimitExceeded, LimitRequest, MAX_PROGRAM_BYTES};
 use super::process::{Exit, Process};
 use super::stdio::{ParentEnds, Request};
+use super::{Executor, LoadError, Loaded};
 use crate::bindings::ww::host::executor as wit;
 use crate::caps::fd::{FdGrants, FdPassError, mode_from_wit};
-use crate::caps::{CellInfo, DirGrantError, Filesystem, ReadError};
+use crate::caps::{CellInfo, DirGrantError, Filesystem, ProgramFile, ReadError};
 
 /// The resource behind a guest's `executor` handle. The power itself is the spawner's grant
 /// in the store; a handle can only be had from `granted()` when that grant exists.
@@ -71,13 +74,20 @@ impl wit::Host for ExecutorView<'_> {
 }
 
 impl wit::HostExecutor for ExecutorView<'_> {
-    fn spawn(
+    async fn spawn(
         &mut self,
         _executor: Resource<ExecutorHandle>,
         program: wit::Program,
         options: wit::SpawnOptions,
     ) -> wasmtime::Result<Result<Resource<ProcessHandle>, wit::SpawnError>> {
-        match self.spawn_child(program, options) {
+        let spawned = match precheck(self.spawner) {
+            Ok(executor) => match load_program(&executor, self.info.filesystem(), program).await {
+                Ok(program) => self.spawn_child(program, options),
+                Err(refusal) => Err(refusal),
+            },
+            Err(refusal) => Err(refusal),
+        };
+        match spawned {
             Ok(handle) => Ok(Ok(self.table.push(handle)?)),
             Err(refusal) => {
                 tracing::debug!(cell = %self.info.image(), "spawn refused: {refusal:?}");
@@ -95,7 +105,7 @@ impl wit::HostExecutor for ExecutorView<'_> {
 impl ExecutorView<'_> {
     fn spawn_child(
         &mut self,
-        program: wit::Program,
+        program: (String, Loaded),
         options: wit::SpawnOptions,
     ) -> Result<ProcessHandle, wit::SpawnError> {
         let (process, ends) = spawn_child(self.spawner, self.info, self.fds, program, options)?;
@@ -103,27 +113,105 @@ impl ExecutorView<'_> {
     }
 }
 
-/// Spawns a child of the cell whose spawner, identity and fd grants are given: the one
-/// place a spawn request is checked against what the spawner holds, for `ww:host/executor`
-/// and for the Cap'n Proto `Executor` (`crate::rpc`) alike. The child is recorded among the
-/// spawner's children; the caller gets the process and the spawner's ends of its pipes.
-pub(crate) fn spawn_child(
-    spawner: &mut Spawner,
-    info: &CellInfo,
-    fds: &FdGrants,
-    program: wit::Program,
-    options: wit::SpawnOptions,
-) -> Result<(Process, ParentEnds), wit::SpawnError> {
+/// What is checked before a program is loaded, so that a cell that may not spawn cannot
+/// make the host read or compile anything: it holds an executor, and room for a child.
+/// [`spawn_child`] checks both again (other spawns may have run meanwhile).
+pub(crate) fn precheck(spawner: &mut Spawner) -> Result<Executor, wit::SpawnError> {
     use wit::SpawnError as E;
     let executor = spawner
         .executor
         .clone()
         .ok_or_else(|| E::NotPermitted("this cell holds no executor".into()))?;
-
     let max = spawner.limits.max_children;
     if spawner.children.live() >= max as usize {
         return Err(E::TooManyChildren(max));
     }
+    Ok(executor)
+}
+
+/// Loads the program a spawn asks for, read through the spawner's `filesystem`: its origin
+/// (for the child's name) and the compiled program. Reading and compiling run on the
+/// blocking pool; a file the executor has loaded before (same device, inode, size and
+/// times) is found without either.
+pub(crate) async fn load_program(
+    executor: &Executor,
+    filesystem: &Filesystem,
+    program: wit::Program,
+) -> Result<(String, Loaded), wit::SpawnError> {
+    use wit::SpawnError as E;
+    let read_error = |e: ReadError| match e {
+        ReadError::NotFound(p) => E::NotFound(p),
+        ReadError::TooLarge(n) => E::TooLarge(n),
+        ReadError::Io(message) => E::Invalid(message),
+    };
+    match program {
+        wit::Program::Bytes(bytes) => {
+            if bytes.len() as u64 > MAX_PROGRAM_BYTES {
+                return Err(E::TooLarge(bytes.len() as u64));
+            }
+            let executor = executor.clone();
+            let loaded = blocking(move || executor.load(Path::new("<bytes>"), &bytes))
+                .await?
+                .map_err(|e| E::Invalid(e.to_string()))?;
+            Ok(("<bytes>".to_owned(), loaded))
+        }
+        wit::Program::Path(path) => {
+            let file: ProgramFile = filesystem
+                .program(&path, MAX_PROGRAM_BYTES)
+                .map_err(read_error)?;
+            let loaded = match executor.find_file(&file.identity()) {
+                Some(loaded) => loaded,
+                None => {
+                    let executor = executor.clone();
+                    let origin = path.clone();
+                    blocking(move || executor.load_file(Path::new(&origin), file))
+                        .await?
+                        .map_err(|e| match e {
+                            LoadError::Read(e) => read_error(e),
+                            LoadError::Wasm(e) => E::Invalid(e.to_string()),
+                        })?
+                }
+            };
+            Ok((path, loaded))
+        }
+    }
+}
+
+/// Runs `work` on the blocking pool and awaits it.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, wit::SpawnError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| wit::SpawnError::Invalid(format!("loading the program failed: {e}")))
+}
+
+/// The refusal a parent sees for a cell that could not be started.
+fn refusal_of(error: CellError) -> wit::SpawnError {
+    match error {
+        CellError::Exhausted(bound) => wit::SpawnError::NodeExhausted(match bound {
+            Exhausted::Memory { .. } => wit::NodeBound::Memory,
+            Exhausted::Cells { .. } => wit::NodeBound::Cells,
+            Exhausted::Depth { .. } => wit::NodeBound::Depth,
+        }),
+        other => wit::SpawnError::Invalid(other.to_string()),
+    }
+}
+
+/// Spawns a child of the cell whose spawner, identity and fd grants are given, running
+/// `program` (loaded by [`load_program`]): the one place a spawn request is checked against
+/// what the spawner holds, for `ww:host/executor` and for the Cap'n Proto `Executor`
+/// (`crate::rpc`) alike. The child is recorded among the spawner's children; the caller gets
+/// the process and the spawner's ends of its pipes.
+pub(crate) fn spawn_child(
+    spawner: &mut Spawner,
+    info: &CellInfo,
+    fds: &FdGrants,
+    program: (String, Loaded),
+    options: wit::SpawnOptions,
+) -> Result<(Process, ParentEnds), wit::SpawnError> {
+    use wit::SpawnError as E;
+    let executor = precheck(spawner)?;
 
     let request = LimitRequest {
         max_memory: options.limits.max_memory,
@@ -178,36 +266,7 @@ pub(crate) fn spawn_child(
         }
     };
 
-    let read_error = |e: ReadError| match e {
-        ReadError::NotFound(p) => E::NotFound(p),
-        ReadError::TooLarge(n) => E::TooLarge(n),
-        ReadError::Io(message) => E::Invalid(message),
-    };
-    let (origin, loaded) = match program {
-        wit::Program::Bytes(bytes) => {
-            if bytes.len() as u64 > MAX_PROGRAM_BYTES {
-                return Err(E::TooLarge(bytes.len() as u64));
-            }
-            let loaded = executor
-                .load(Path::new("<bytes>"), &bytes)
-                .map_err(|e| E::Invalid(e.to_string()))?;
-            ("<bytes>".to_owned(), loaded)
-        }
-        wit::Program::Path(path) => {
-            let file = info
-                .filesystem()
-                .program(&path, MAX_PROGRAM_BYTES)
-                .map_err(read_error)?;
-            let loaded = executor
-                .load_file(Path::new(&path), file)
-                .map_err(|e| match e {
-                    LoadError::Read(e) => read_error(e),
-                    LoadError::Wasm(e) => E::Invalid(e.to_string()),
-                })?;
-            (path, loaded)
-        }
-    };
-
+    let (origin, loaded) = program;
     let name = options.name.unwrap_or_else(|| program_name(&origin));
     let (stdio, ends) = spawner.stdio.for_child(
         request_of(options.stdin),
@@ -222,10 +281,9 @@ pub(crate) fn spawn_child(
         .fds(fds)
         .ipfs(ipfs)
         .network(network)
-        .executor(options.executor);
-    let process = executor
-        .spawn(&loaded, config)
-        .map_err(|e| E::Invalid(e.to_string()))?;
+        .executor(options.executor)
+        .at_depth(spawner.depth.saturating_add(1));
+    let process = executor.spawn(&loaded, config).map_err(refusal_of)?;
     spawner.children.push(process.clone());
     Ok((process, ends))
 }
@@ -254,7 +312,7 @@ fn status_of(exit: Exit) -> wit::ExitStatus {
         Exit::Code(code) => wit::ExitStatus::Exited(code),
         Exit::Trap { message, .. } => wit::ExitStatus::Trapped(message),
         Exit::Killed => wit::ExitStatus::Killed,
-        Exit::Limit(LimitExceeded::Memory { .. }) => {
+        Exit::Limit(LimitExceeded::Memory { .. } | LimitExceeded::NodeMemory { .. }) => {
             wit::ExitStatus::LimitExceeded(wit::Limit::Memory)
         }
         Exit::Limit(LimitExceeded::Time) => wit::ExitStatus::LimitExceeded(wit::Limit::Time),

@@ -1,5 +1,6 @@
-//! Limits the host enforces on every cell: memory, wall time, fuel, live children, and the
-//! size of a program spawned from bytes.
+//! Limits the host enforces on every cell: memory (linear memories and tables), wall time,
+//! fuel, live children, and the size of a program spawned from bytes. The node's budget
+//! ([`super::budget`]) bounds what all cells hold together; these nest inside it.
 //!
 //! A child's limits come from [`Limits::tighten`], the one place where a request is checked
 //! against the spawner's own limits: a request may tighten a limit, never loosen it.
@@ -7,6 +8,8 @@
 use std::time::{Duration, Instant};
 
 use wasmtime::ResourceLimiter;
+
+use super::budget::{TABLE_ELEMENT_BYTES, Ticket};
 
 /// The default cap on a cell's linear memory: 1 GiB.
 pub const DEFAULT_MAX_MEMORY: u64 = 1 << 30;
@@ -16,14 +19,25 @@ pub const DEFAULT_MAX_CHILDREN: u32 = 256;
 pub const MAX_PROGRAM_BYTES: u64 = 64 << 20;
 /// Table elements a cell may have per table.
 const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+/// Tables, memories and instances a store may hold: a component instantiates a few dozen
+/// core instances; nothing legitimate needs thousands of tables.
+const MAX_TABLES: usize = 1_000;
+const MAX_MEMORIES: usize = 100;
+const MAX_INSTANCES: usize = 1_000;
 
 /// Which limit ended a cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum LimitExceeded {
-    /// It tried to grow its memory past its cap.
-    #[error("memory limit exceeded: {limit} bytes of linear memory")]
+    /// It tried to grow its memory (linear memories and tables) past its cap.
+    #[error("memory limit exceeded: {limit} bytes of linear memory and tables")]
     Memory {
         /// The cap, in bytes.
+        limit: u64,
+    },
+    /// It tried to grow its memory while the node's budget, shared by every cell, was spent.
+    #[error("the node's memory budget ({limit} bytes for all cells) is spent")]
+    NodeMemory {
+        /// The node's budget, in bytes.
         limit: u64,
     },
     /// It ran past its deadline.
@@ -138,17 +152,42 @@ impl Limits {
     }
 }
 
-/// Enforces a cell's memory cap as wasmtime grows its memories and tables.
+/// Enforces a cell's memory cap, and the node's budget through the cell's [`Ticket`], as
+/// wasmtime grows its memories and tables (from nothing, at instantiation, on).
 #[derive(Debug)]
 pub struct MemoryLimiter {
     limit: u64,
     used: u64,
+    ticket: Ticket,
 }
 
 impl MemoryLimiter {
-    /// A limiter allowing `limit` bytes of linear memory in all.
-    pub fn new(limit: u64) -> MemoryLimiter {
-        MemoryLimiter { limit, used: 0 }
+    /// A limiter allowing `limit` bytes of memories and tables in all, each byte also
+    /// charged to the node through `ticket`.
+    pub fn new(limit: u64, ticket: Ticket) -> MemoryLimiter {
+        MemoryLimiter {
+            limit,
+            used: 0,
+            ticket,
+        }
+    }
+
+    /// Grows the cell's use by `bytes`, or says which limit that breaks. An error, not
+    /// `false`: the cell traps here with a cause the runner can name, instead of an
+    /// allocator failure that looks like any other trap.
+    fn grow(&mut self, bytes: u64) -> wasmtime::Result<bool> {
+        let used = self.used.saturating_add(bytes);
+        if used > self.limit {
+            return Err(LimitExceeded::Memory { limit: self.limit }.into());
+        }
+        if !self.ticket.charge(bytes) {
+            return Err(LimitExceeded::NodeMemory {
+                limit: self.ticket.limit(),
+            }
+            .into());
+        }
+        self.used = used;
+        Ok(true)
     }
 }
 
@@ -159,24 +198,32 @@ impl ResourceLimiter for MemoryLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let grow = (desired as u64).saturating_sub(current as u64);
-        let used = self.used.saturating_add(grow);
-        if used > self.limit {
-            // An error, not `false`: the cell traps here with a cause the runner can name,
-            // instead of an allocator abort that looks like any other trap.
-            return Err(LimitExceeded::Memory { limit: self.limit }.into());
-        }
-        self.used = used;
-        Ok(true)
+        self.grow((desired as u64).saturating_sub(current as u64))
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        if desired > MAX_TABLE_ELEMENTS {
+            return Ok(false);
+        }
+        let elements = (desired as u64).saturating_sub(current as u64);
+        self.grow(elements.saturating_mul(TABLE_ELEMENT_BYTES))
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
     }
 }
 
@@ -268,10 +315,35 @@ mod tests {
 
     #[test]
     fn the_memory_limiter_counts_every_memory() {
-        let mut limiter = MemoryLimiter::new(100);
+        let mut limiter = MemoryLimiter::new(100, Ticket::unbounded());
         assert!(limiter.memory_growing(0, 60, None).unwrap());
         assert!(limiter.memory_growing(0, 40, None).unwrap());
         let err = limiter.memory_growing(40, 41, None).unwrap_err();
         assert!(err.downcast_ref::<LimitExceeded>().is_some());
+    }
+
+    #[test]
+    fn tables_count_against_the_cell_and_the_node() {
+        use super::super::budget::{NodeBudget, NodeLimits};
+        let mut limiter = MemoryLimiter::new(1000, Ticket::unbounded());
+        assert!(limiter.table_growing(0, 100, None).unwrap());
+        let err = limiter.table_growing(100, 200, None).unwrap_err();
+        assert_eq!(
+            err.downcast_ref::<LimitExceeded>(),
+            Some(&LimitExceeded::Memory { limit: 1000 })
+        );
+        let node = NodeBudget::new(NodeLimits {
+            memory: 500,
+            ..NodeLimits::default()
+        });
+        let mut limiter = MemoryLimiter::new(1000, node.admit(0, 0).unwrap());
+        assert!(limiter.memory_growing(0, 400, None).unwrap());
+        let err = limiter.table_growing(0, 20, None).unwrap_err();
+        assert_eq!(
+            err.downcast_ref::<LimitExceeded>(),
+            Some(&LimitExceeded::NodeMemory { limit: 500 })
+        );
+        drop(limiter);
+        assert_eq!(node.used(), 0);
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! - [`cell`]: one cell's config, store, linking and run;
 //! - [`limits`]: memory, time, fuel and children caps, and how a child's are derived;
+//! - [`budget`]: the node's bound on what all cells hold, on cells alive and on depth;
 //! - [`cache`]: compiled programs by content hash, in memory and on disk;
 //! - [`process`]: the handle on a running cell, and how a cell ended;
 //! - [`stdio`]: standard streams, pipes between cells, prefixed service output;
@@ -12,6 +13,7 @@
 //! every cell gets the same limits enforcement, the same yielding to other cells, and the
 //! same supervision.
 
+pub mod budget;
 pub mod cache;
 pub mod cell;
 pub(crate) mod host;
@@ -30,6 +32,7 @@ use wasmtime::Engine;
 use wasmtime::component::Linker as ComponentLinker;
 use wasmtime_wasi::p2::bindings::CommandPre;
 
+use self::budget::{NodeBudget, NodeLimits};
 use self::cache::{CompileCache, ContentHash};
 use self::cell::{CellConfig, CellError, CellState, ModuleState, Ready};
 use self::limits::LimitExceeded;
@@ -74,6 +77,7 @@ struct Inner {
     files: Mutex<HashMap<FileIdentity, Loaded>>,
     next_id: AtomicU32,
     ticker: EpochTicker,
+    budget: Arc<NodeBudget>,
 }
 
 impl Drop for Inner {
@@ -84,8 +88,12 @@ impl Drop for Inner {
 
 impl Executor {
     /// An executor on a new engine configured by `options`, caching compiled programs under
-    /// `cache_dir` (none: in memory only).
-    pub fn new(options: &EngineOptions, cache_dir: Option<&Path>) -> Result<Executor, WasmError> {
+    /// `cache_dir` (none: in memory only), whose cells together stay within `node`.
+    pub fn new(
+        options: &EngineOptions,
+        cache_dir: Option<&Path>,
+        node: NodeLimits,
+    ) -> Result<Executor, WasmError> {
         let engine = crate::wasm::engine(options)?;
         let link_err = |e: wasmtime::Error| WasmError::Engine {
             message: format!("{e:#}"),
@@ -104,6 +112,7 @@ impl Executor {
                 files: Mutex::new(HashMap::new()),
                 next_id: AtomicU32::new(0),
                 ticker,
+                budget: NodeBudget::new(node),
             }),
         })
     }
@@ -111,6 +120,11 @@ impl Executor {
     /// The engine every cell runs on.
     pub fn engine(&self) -> &Engine {
         self.inner.cache.engine()
+    }
+
+    /// The node's budget, shared by every cell of this executor.
+    pub fn budget(&self) -> &Arc<NodeBudget> {
+        &self.inner.budget
     }
 
     /// Whether cells are metered by fuel.
@@ -124,11 +138,17 @@ impl Executor {
         Ok(Loaded { hash, program })
     }
 
+    /// The program in a file of this identity, if it was loaded before: what
+    /// [`Executor::load_file`] would give without reading or compiling anything.
+    pub fn find_file(&self, identity: &FileIdentity) -> Option<Loaded> {
+        lock(&self.inner.files).get(identity).cloned()
+    }
+
     /// Compiles the program in `file` (at `origin`), or finds it compiled; a file whose
     /// identity was seen before is not even read again.
     pub fn load_file(&self, origin: &Path, file: ProgramFile) -> Result<Loaded, LoadError> {
         let identity = file.identity();
-        if let Some(loaded) = lock(&self.inner.files).get(&identity).cloned() {
+        if let Some(loaded) = self.find_file(&identity) {
             return Ok(loaded);
         }
         let bytes = file.read().map_err(LoadError::Read)?;
@@ -143,7 +163,12 @@ impl Executor {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let name = config.name().to_owned();
         let deadline = config.deadline();
-        let ready = self.prepare(loaded, config)?;
+        // Admitted first: a cell the node has no room for is refused before anything is built.
+        let ticket = self
+            .inner
+            .budget
+            .admit(config.depth(), config.host_bytes())?;
+        let ready = self.prepare(loaded, config, ticket)?;
 
         let (status, _) = watch::channel(None);
         let status = Arc::new(status);
@@ -162,20 +187,25 @@ impl Executor {
         Ok(process)
     }
 
-    fn prepare(&self, loaded: &Loaded, config: CellConfig) -> Result<Ready, CellError> {
+    fn prepare(
+        &self,
+        loaded: &Loaded,
+        config: CellConfig,
+        ticket: budget::Ticket,
+    ) -> Result<Ready, CellError> {
         let inner = &self.inner;
         match &loaded.program {
             Program::Component(component) => {
                 let pre = cached_link(&inner.component_links, loaded.hash, || {
                     cell::link_component(self.engine(), &inner.components, component, config.name())
                 })?;
-                cell::prepare_component(self, pre, config)
+                cell::prepare_component(self, pre, config, ticket)
             }
             Program::Module(module) => {
                 let pre = cached_link(&inner.module_links, loaded.hash, || {
                     cell::link_module(self.engine(), &inner.modules, module, config.name())
                 })?;
-                cell::prepare_module(self, pre, config)
+                cell::prepare_module(self, pre, config, ticket)
             }
         }
     }

@@ -28,6 +28,9 @@ pub struct Stdio {
     stdin: Input,
     stdout: Output,
     stderr: Output,
+    /// Pipes and line buffers made for these streams (not inherited ones), each holding at
+    /// most [`crate::executor::budget::STREAM_COST`].
+    own_buffers: u8,
 }
 
 /// What a spawner asks for one of its child's streams.
@@ -59,7 +62,13 @@ impl Stdio {
             stdin: Arc::new(HostStdin),
             stdout: Arc::new(wasmtime_wasi::cli::stdout()),
             stderr: Arc::new(wasmtime_wasi::cli::stderr()),
+            own_buffers: 0,
         }
+    }
+
+    /// What the buffers made for these streams may hold, for the node's budget.
+    pub fn buffered_bytes(&self) -> u64 {
+        u64::from(self.own_buffers) * crate::executor::budget::STREAM_COST
     }
 
     /// A child's streams, as the spawner holding `self` asks, and the spawner's ends of the
@@ -94,10 +103,15 @@ impl Stdio {
             };
         let child_stdout = output(stdout, &self.stdout, &mut ends.stdout);
         let child_stderr = output(stderr, &self.stderr, &mut ends.stderr);
+        let own_buffers = [stdin, stdout, stderr]
+            .iter()
+            .filter(|r| **r == Request::Pipe)
+            .count() as u8;
         let stdio = Stdio {
             stdin: child_stdin,
             stdout: child_stdout,
             stderr: child_stderr,
+            own_buffers,
         };
         (stdio, ends)
     }
@@ -109,6 +123,7 @@ impl Stdio {
             stdin: Arc::new(tokio::io::empty()),
             stdout: prefix_lines(name, false),
             stderr: prefix_lines(name, true),
+            own_buffers: 2,
         }
     }
 

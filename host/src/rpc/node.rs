@@ -109,6 +109,8 @@ impl SpawnerState {
                 // such fields).
                 ipfs: None,
                 network: None,
+                // Children of sessions are children of pid0.
+                depth: 0,
             },
             info: grant.info,
             // Cap'n Proto cannot pass fds: children spawned through it get none.

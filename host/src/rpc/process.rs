@@ -16,7 +16,7 @@ use super::schema::host_capnp::{
     Limit, Stdio as CapStdio, byte_stream, executor, exit_status, process,
 };
 use crate::bindings::ww::host::executor as wit;
-use crate::executor::host::spawn_child;
+use crate::executor::host::{load_program, precheck, spawn_child};
 use crate::executor::limits::LimitExceeded;
 use crate::executor::process::{Exit, Process};
 use crate::executor::stdio::ParentEnds;
@@ -49,8 +49,17 @@ impl executor::Server for ExecutorServer {
             .node
             .spawner()
             .ok_or_else(|| capnp::Error::failed("this session's cell holds no executor".into()))?;
+        // Borrowed only for the synchronous checks and spawn, never across the await of the
+        // program's loading (which runs on the blocking pool).
+        let (executor, filesystem) = {
+            let mut state = spawner.borrow_mut();
+            let executor = precheck(&mut state.spawner).map_err(refusal)?;
+            (executor, state.info.filesystem().clone())
+        };
+        let program = load_program(&executor, &filesystem, program)
+            .await
+            .map_err(refusal)?;
         let (process, ends) = {
-            // Borrowed only for the synchronous spawn: never across an await.
             let mut state = spawner.borrow_mut();
             let state = &mut *state;
             spawn_child(
@@ -132,14 +141,24 @@ fn stdio_of(stdio: CapStdio) -> wit::Stdio {
     }
 }
 
-/// A refused spawn, as the client sees it: `failed`, with the WIT spawn-error's case.
+/// A refused spawn, as the client sees it: `failed`, with the WIT spawn-error's case; a
+/// spawn the node has no room for is `overloaded`, which a client can match and retry.
 fn refusal(error: wit::SpawnError) -> capnp::Error {
+    if let wit::SpawnError::NodeExhausted(bound) = error {
+        let what = match bound {
+            wit::NodeBound::Memory => "memory budget",
+            wit::NodeBound::Cells => "maximum of cells",
+            wit::NodeBound::Depth => "maximum spawn depth",
+        };
+        return capnp::Error::overloaded(format!("spawn refused: the node's {what} is reached"));
+    }
     let why = match error {
         wit::SpawnError::NotFound(path) => format!("not found: {path}"),
         wit::SpawnError::NotPermitted(why) => format!("not permitted: {why}"),
         wit::SpawnError::Invalid(why) => format!("invalid: {why}"),
         wit::SpawnError::TooLarge(n) => format!("too large: {n} bytes"),
         wit::SpawnError::TooManyChildren(n) => format!("too many children: the cap is {n}"),
+        wit::SpawnError::NodeExhausted(_) => "node exhausted".to_owned(),
     };
     capnp::Error::failed(format!("spawn refused: {why}"))
 }
@@ -235,7 +254,9 @@ fn set_status(mut status: exit_status::Builder<'_>, exit: &Exit) {
         Exit::Code(code) => status.set_exited(*code),
         Exit::Trap { message, .. } => status.set_trapped(message.as_str()),
         Exit::Killed => status.set_killed(()),
-        Exit::Limit(LimitExceeded::Memory { .. }) => status.set_limit_exceeded(Limit::Memory),
+        Exit::Limit(LimitExceeded::Memory { .. } | LimitExceeded::NodeMemory { .. }) => {
+            status.set_limit_exceeded(Limit::Memory)
+        }
         Exit::Limit(LimitExceeded::Time) => status.set_limit_exceeded(Limit::Time),
         Exit::Limit(LimitExceeded::Fuel) => status.set_limit_exceeded(Limit::Fuel),
     }

@@ -305,3 +305,152 @@ pub fn venv_python() -> Option<PathBuf> {
     let python = repo().join("target/pyenv/bin/python");
     python.exists().then_some(python)
 }
+
+/// The resident memory of process `pid` now, in bytes (`VmRSS`), if it still runs.
+pub fn rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Samples a process's resident memory every 10 ms on a thread of its own, keeping the
+/// highest, until dropped or [`RssWatch::peak`] is read.
+pub struct RssWatch {
+    peak: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RssWatch {
+    /// Starts watching `pid`.
+    pub fn start(pid: u32) -> RssWatch {
+        use std::sync::atomic::Ordering;
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (p, s) = (peak.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match rss(pid) {
+                    Some(now) => {
+                        p.fetch_max(now, Ordering::Relaxed);
+                    }
+                    None => break,
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        RssWatch { peak, stop }
+    }
+
+    /// The highest resident memory seen so far, in bytes.
+    pub fn peak(&self) -> u64 {
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for RssWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// What [`watch`] saw of one `ww` run.
+#[derive(Debug)]
+pub struct Watched {
+    pub out: Out,
+    /// The highest resident memory of the `ww` process, in bytes.
+    pub peak_rss: u64,
+    /// From start to exit.
+    pub elapsed: Duration,
+}
+
+/// Runs a prepared command with no stdin while watching its resident memory, killing it
+/// after `limit`.
+pub fn watch(mut cmd: Command, limit: Duration) -> Watched {
+    let started = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ww");
+    let rss = RssWatch::start(child.id());
+    let mut out_pipe = child.stdout.take().unwrap();
+    let mut err_pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out_pipe.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err_pipe.read_to_string(&mut s);
+        s
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let elapsed = started.elapsed();
+    Watched {
+        out: Out {
+            status: status.code().unwrap_or(-1),
+            stdout: reader.join().unwrap(),
+            stderr: err_reader.join().unwrap(),
+        },
+        peak_rss: rss.peak(),
+        elapsed,
+    }
+}
+
+/// A preview 1 module of `functions` functions, each adding `body_ops` constants: a program
+/// that takes the compiler long, encoded directly (the `wat` crate would take longer to
+/// parse it than ww to compile it). It has no `_start`: ww refuses it after compiling.
+pub fn p1_big(functions: u32, body_ops: u32) -> Vec<u8> {
+    fn leb(mut n: u64, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                break;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    fn section(id: u8, body: &[u8], out: &mut Vec<u8>) {
+        out.push(id);
+        leb(body.len() as u64, out);
+        out.extend_from_slice(body);
+    }
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    // Type 0: () -> i32.
+    section(1, &[1, 0x60, 0, 1, 0x7f], &mut module);
+    let mut funcs = Vec::new();
+    leb(u64::from(functions), &mut funcs);
+    funcs.extend(std::iter::repeat_n(0u8, functions as usize));
+    section(3, &funcs, &mut module);
+    // One body: i32.const 1, then (i32.const 1, i32.add) × body_ops, end.
+    let mut body = vec![0u8]; // no locals
+    body.extend_from_slice(&[0x41, 1]);
+    for _ in 0..body_ops {
+        body.extend_from_slice(&[0x41, 1, 0x6a]);
+    }
+    body.push(0x0b);
+    let mut entry = Vec::new();
+    leb(body.len() as u64, &mut entry);
+    entry.extend_from_slice(&body);
+    let mut code = Vec::new();
+    leb(u64::from(functions), &mut code);
+    for _ in 0..functions {
+        code.extend_from_slice(&entry);
+    }
+    section(10, &code, &mut module);
+    module
+}

@@ -5,12 +5,15 @@
 //! - `swap`: symlink and rename swaps of a grant, its ancestors and the merged image;
 //! - `wasi`: mutating WASI calls through read-only grants and the image root, symlinks,
 //!   hard links, `..`, and a child asking for more than its parent;
+//! - `exhaust`: cells against the node's budget, cell and depth bounds, and its
+//!   responsiveness (FIFOs, large compiles, signals);
 //! - `jail`: a native program against host files, processes, devices, sockets, mounts,
 //!   ptrace, and ww's own lifetime.
 //!
 //! A test that needs a kernel feature this machine lacks calls `support::skip` with the
 //! reason and returns: it is counted as skipped, never as passed.
 
+mod exhaust;
 mod jail;
 mod swap;
 mod wasi;
