@@ -6,11 +6,14 @@
 //! - `wasi`: mutating WASI calls through read-only grants and the image root, symlinks,
 //!   hard links, `..`, and a child asking for more than its parent;
 //! - `jail`: a native program against host files, processes, devices, sockets, mounts,
-//!   ptrace, and ww's own lifetime.
+//!   ptrace, and ww's own lifetime;
+//! - `bounds`: peers that would make ww wait or hold without end: an IPFS daemon that never
+//!   answers, a service that writes one endless line.
 //!
 //! A test that needs a kernel feature this machine lacks calls `support::skip` with the
 //! reason and returns: it is counted as skipped, never as passed.
 
+mod bounds;
 mod jail;
 mod swap;
 mod wasi;
