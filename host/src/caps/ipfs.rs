@@ -3,9 +3,10 @@
 //! The capability is an [`Ipfs`] the cell was given (pid0 gets the node's; a child gets its
 //! spawner's only when asked for); a cell without one gets `not-permitted`. `cat` and `ls`
 //! go through [`Ipfs::fetch`], so what a cell reads was verified against its CID and is
-//! cached. The IPFS client blocks (HTTP, waits up to `WW_IPFS_TIMEOUT` per answer): each call
-//! runs on tokio's blocking pool, and the cell awaits it, so the executor thread never
-//! blocks and a cell waiting on IPFS still meets its deadline or can be killed.
+//! cached. The IPFS client blocks (HTTP, waits up to `WW_IPFS_TIMEOUT` per answer, an `add`
+//! at most that plus a second per MiB in all): each call runs on tokio's blocking pool, and
+//! the cell awaits it, so the executor thread never blocks and a cell waiting on IPFS still
+//! meets its deadline or can be killed; the blocking thread itself ends by that deadline.
 
 use std::fs;
 use std::io::Write as _;
@@ -127,6 +128,12 @@ impl wit::Host for IpfsView<'_> {
                 IpfsError::Add { detail, .. } => {
                     wit::Error::Unavailable(format!("failed to add to IPFS: {detail}"))
                 }
+                IpfsError::AddTimeout {
+                    endpoint, waited, ..
+                } => wit::Error::Unavailable(format!(
+                    "failed to add to IPFS: the daemon at {endpoint} did not answer within {}s",
+                    waited.as_secs_f64()
+                )),
                 IpfsError::Io { source, .. } => io_error("a temporary file", &source),
                 e => error_of(e),
             })?;
@@ -184,6 +191,7 @@ fn error_of(e: IpfsError) -> wit::Error {
         | IpfsError::Unreachable { .. }
         | IpfsError::Missing { .. }
         | IpfsError::Io { .. }
-        | IpfsError::Add { .. } => wit::Error::Unavailable(message),
+        | IpfsError::Add { .. }
+        | IpfsError::AddTimeout { .. } => wit::Error::Unavailable(message),
     }
 }

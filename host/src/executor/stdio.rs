@@ -117,7 +117,8 @@ impl Stdio {
     }
 
     /// Streams for a service named `name`: no stdin, and each line of its stdout and stderr
-    /// copied to the host's with a `[name] ` prefix. Must be called inside the runtime.
+    /// copied to the host's with a `[name] ` prefix, a line longer than [`MAX_LINE`] cut
+    /// into several. Must be called inside the runtime.
     pub fn prefixed(name: &str) -> Stdio {
         Stdio {
             stdin: Arc::new(tokio::io::empty()),
@@ -167,31 +168,164 @@ impl StdinStream for HostStdin {
     }
 }
 
+/// The most bytes of a service's output one prefixed line carries (its newline aside).
+///
+/// A longer line is cut: its first `MAX_LINE` bytes end a line of their own (ww adds the
+/// newline) and the rest goes on as a new `[name] ` line, cut again as often as needed; no
+/// marker is added, so the bytes are the service's own. A newline right after a cut ends
+/// the line just cut (a line of exactly `MAX_LINE` bytes stays one line). So a service that
+/// never writes a newline costs the host at most this much memory per stream, and its
+/// output keeps reaching the host's streams instead of piling up until the service ends.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// A stream whose lines are copied to the host's stdout (or stderr) with `[name] ` before
+/// each. Must be called inside the runtime.
 fn prefix_lines(name: &str, to_stderr: bool) -> Output {
     let (child, parent): (DuplexStream, DuplexStream) = tokio::io::duplex(PIPE_CAPACITY);
     let prefix = format!("[{name}] ");
+    let service = name.to_owned();
     tokio::spawn(async move {
-        let mut reader = BufReader::new(parent);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            match reader.read_until(b'\n', &mut line).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-            if !line.ends_with(b"\n") {
-                line.push(b'\n');
-            }
+        let write = |line: &[u8]| {
             // One write per line, so lines of different services never interleave.
-            let mut out = Vec::with_capacity(prefix.len() + line.len());
-            out.extend_from_slice(prefix.as_bytes());
-            out.extend_from_slice(&line);
-            let _ = if to_stderr {
-                std::io::stderr().lock().write_all(&out)
+            let result = if to_stderr {
+                std::io::stderr().lock().write_all(line)
             } else {
-                std::io::stdout().lock().write_all(&out)
+                std::io::stdout().lock().write_all(line)
             };
-        }
+            if let Err(e) = result {
+                tracing::debug!(service = %service, error = %e, "service output lost");
+            }
+        };
+        copy_prefixed(parent, prefix.as_bytes(), write).await;
     });
     Arc::new(AsyncStdoutStream::new(PIPE_CAPACITY, child))
+}
+
+/// Reads `input` to its end, handing `write` each line with `prefix` before it and a
+/// newline after it, never more than [`MAX_LINE`] bytes of input to a line: a longer one is
+/// cut there and goes on as a new line. A last line without a newline gets one.
+///
+/// Memory is bounded by the reader's buffer and one line, whatever `input` holds.
+async fn copy_prefixed(
+    input: impl tokio::io::AsyncRead + Unpin,
+    prefix: &[u8],
+    mut write: impl FnMut(&[u8]),
+) {
+    let mut reader = BufReader::with_capacity(PIPE_CAPACITY, input);
+    // The line being gathered, prefix included: at most prefix + MAX_LINE + newline.
+    let mut line = Vec::with_capacity(prefix.len() + MAX_LINE + 1);
+    line.extend_from_slice(prefix);
+    // Whether the last line was cut at MAX_LINE: a newline right after it ends that line
+    // (already ended), not an empty one, however the input was split into reads.
+    let mut cut = false;
+    loop {
+        let buf = match reader.fill_buf().await {
+            Ok([]) | Err(_) => break,
+            Ok(buf) => buf,
+        };
+        if std::mem::take(&mut cut) && buf[0] == b'\n' {
+            reader.consume(1);
+            continue;
+        }
+        let room = MAX_LINE - (line.len() - prefix.len());
+        let window = &buf[..buf.len().min(room)];
+        let (taken, ended) = match window.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => {
+                cut = window.len() == room;
+                (window.len(), cut)
+            }
+        };
+        line.extend_from_slice(&buf[..taken]);
+        reader.consume(taken);
+        if ended {
+            if cut {
+                line.push(b'\n');
+            }
+            write(&line);
+            line.truncate(prefix.len());
+        }
+    }
+    if line.len() > prefix.len() {
+        line.push(b'\n');
+        write(&line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lines `input` is copied as, fed in `chunk`-byte reads.
+    fn lines(input: &[u8], chunk: usize) -> Vec<Vec<u8>> {
+        let (mut tx, rx) = tokio::io::duplex(chunk);
+        let input = input.to_vec();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let feed = tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt as _;
+                for piece in input.chunks(chunk) {
+                    tx.write_all(piece).await.unwrap();
+                }
+            });
+            let mut out = Vec::new();
+            copy_prefixed(rx, b"[s] ", |l: &[u8]| out.push(l.to_vec())).await;
+            feed.await.unwrap();
+            out
+        })
+    }
+
+    fn line(body: &[u8]) -> Vec<u8> {
+        [b"[s] ".as_slice(), body, b"\n"].concat()
+    }
+
+    #[test]
+    fn prefixes_each_line_and_ends_the_last() {
+        for chunk in [1, 3, 4096] {
+            assert_eq!(
+                lines(b"a\nbc\n\nlast", chunk),
+                [line(b"a"), line(b"bc"), line(b""), line(b"last")],
+                "chunk {chunk}"
+            );
+        }
+        assert!(lines(b"", 16).is_empty());
+    }
+
+    #[test]
+    fn cuts_a_long_line_and_goes_on() {
+        let long = vec![b'x'; 2 * MAX_LINE + 10];
+        for chunk in [7, 4096, 3 * MAX_LINE] {
+            let mut input = long.clone();
+            input.extend_from_slice(b"\nnext\n");
+            let out = lines(&input, chunk);
+            assert_eq!(
+                out,
+                [
+                    line(&long[..MAX_LINE]),
+                    line(&long[..MAX_LINE]),
+                    line(&long[..10]),
+                    line(b"next"),
+                ],
+                "chunk {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_line_of_exactly_the_maximum_is_one_line() {
+        let mut input = vec![b'y'; MAX_LINE];
+        input.push(b'\n');
+        input.extend_from_slice(&input.clone());
+        for chunk in [1000, MAX_LINE, MAX_LINE + 1] {
+            let out = lines(&input, chunk);
+            let whole = line(&input[..MAX_LINE]);
+            assert_eq!(out, [whole.clone(), whole], "chunk {chunk}");
+        }
+        // Only the one newline right after the cut is its end: an empty line stays.
+        let mut input = vec![b'y'; MAX_LINE];
+        input.extend_from_slice(b"\n\n");
+        assert_eq!(lines(&input, 4096), [line(&input[..MAX_LINE]), line(b"")]);
+    }
 }

@@ -2,6 +2,7 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// A failure to fetch, verify, cache or add IPFS content.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -158,6 +159,31 @@ pub enum IpfsError {
         path: PathBuf,
         /// The underlying error.
         source: io::Error,
+    },
+
+    /// The daemon took an `add` (the connection, perhaps the whole upload) and did not
+    /// answer it in time.
+    #[error(
+        "failed to add {} to IPFS: the daemon at {endpoint} did not answer within {}s",
+        path.display(),
+        waited.as_secs_f64()
+    )]
+    #[diagnostic(
+        code(ww::ipfs::add_timeout),
+        help(
+            "check that an IPFS daemon (not some other server) listens there and is healthy \
+             (`ipfs id`, its log); ww waits WW_IPFS_TIMEOUT (default 60s) for its answer \
+             once the upload is sent, and that plus 1s per MiB uploaded for the whole add: \
+             raise WW_IPFS_TIMEOUT for a slow daemon"
+        )
+    )]
+    AddTimeout {
+        /// The local path being exported.
+        path: PathBuf,
+        /// The daemon's endpoint.
+        endpoint: String,
+        /// The deadline that passed.
+        waited: Duration,
     },
 
     /// `ww export` failed at the daemon.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use cid::Cid;
 
-use super::client::Client;
+use super::client::{CallError, Client};
 use super::{IpfsError, Progress};
 
 /// One part of the multipart body: bytes held in memory, or a file streamed from disk.
@@ -158,8 +158,15 @@ pub fn add(client: &Client, path: &Path, progress: &Progress) -> Result<Cid, Ipf
     };
     let query = [("cid-version", "0"), ("pin", "true"), ("progress", "false")];
     let answer = client
-        .add(&query, &boundary, &mut body)
-        .map_err(|e| add_error(format!("{} ({e})", client.endpoint().multiaddr)))?;
+        .add(&query, &boundary, &mut body, total)
+        .map_err(|e| match e {
+            CallError::Timeout(waited) => IpfsError::AddTimeout {
+                path: path.to_path_buf(),
+                endpoint: client.endpoint().multiaddr.clone(),
+                waited,
+            },
+            e => add_error(format!("{} ({e})", client.endpoint().multiaddr)),
+        })?;
     #[derive(serde::Deserialize)]
     struct Added {
         #[serde(rename = "Name")]

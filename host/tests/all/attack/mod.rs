@@ -8,11 +8,14 @@
 //! - `exhaust`: cells against the node's budget, cell and depth bounds, and its
 //!   responsiveness (FIFOs, large compiles, signals);
 //! - `jail`: a native program against host files, processes, devices, sockets, mounts,
-//!   ptrace, and ww's own lifetime.
+//!   ptrace, and ww's own lifetime;
+//! - `bounds`: peers that would make ww wait or hold without end: an IPFS daemon that never
+//!   answers, a service that writes one endless line.
 //!
 //! A test that needs a kernel feature this machine lacks calls `support::skip` with the
 //! reason and returns: it is counted as skipped, never as passed.
 
+mod bounds;
 mod exhaust;
 mod jail;
 mod swap;
