@@ -10,13 +10,23 @@
 //! given, and never follows a symlink found inside a layer. A symlink is recreated as a
 //! symlink in the merged root, where the cell's sandbox (cap-std under wasmtime-wasi)
 //! refuses any that points outside the root.
+//!
+//! A merged image is held in use, for as long as its [`Image`] lives, by a shared `flock`
+//! on its directory: [`remove_unused_merged`] (`ww cache clear`, `ww cache prune`) removes
+//! only the ones nobody holds, the leftovers of a `ww` that was killed.
 
 use std::fs;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags};
 
 /// Where the entrypoint lives inside an image.
 pub const ENTRYPOINT: &str = "bin/main.wasm";
+
+/// The prefix of a merged image's directory in ww's private one.
+const MERGED_PREFIX: &str = "ww-image-";
 
 /// Failure to turn `IMAGE` and its layers into a bootable root.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -169,6 +179,8 @@ pub struct Image {
     layers: Vec<PathBuf>,
     root: Root,
     entrypoint: PathBuf,
+    /// A shared lock on the merged root while this lives, so that no `ww` removes it.
+    _in_use: Option<OwnedFd>,
 }
 
 impl Image {
@@ -201,6 +213,17 @@ impl Image {
                 (Root::Merged(dir), entrypoint)
             }
         };
+        let in_use = match &root {
+            Root::Merged(dir) => match lock(dir.path(), FlockOperation::LockShared) {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    // Only `ww cache clear` could then take it from under this run.
+                    tracing::warn!(dir = %dir.path().display(), "cannot mark the merged image as in use: {e}");
+                    None
+                }
+            },
+            _ => None,
+        };
 
         match fs::symlink_metadata(&entrypoint) {
             Ok(meta) if meta.is_file() => {}
@@ -217,6 +240,7 @@ impl Image {
             layers: all,
             root,
             entrypoint,
+            _in_use: in_use,
         })
     }
 
@@ -294,7 +318,7 @@ fn merge(
 ) -> Result<tempfile::TempDir, ImageError> {
     ensure_private(private)?;
     let dir = tempfile::Builder::new()
-        .prefix("ww-image-")
+        .prefix(MERGED_PREFIX)
         .tempdir_in(private)
         .map_err(io_err("create a directory in", private))?;
     for (layer, kind) in layers.iter().zip(kinds) {
@@ -427,6 +451,106 @@ fn replace_with_symlink(
     std::os::unix::fs::symlink(&target, to).map_err(io_err("merge", to))
 }
 
+/// Merged images in a private directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Merged {
+    /// How many.
+    pub images: u64,
+    /// Their files' bytes that removing them would free: files hard-linked elsewhere (most
+    /// of a merged image is hard links into its layers) are not counted.
+    pub bytes: u64,
+    /// How many a running `ww` holds.
+    pub in_use: u64,
+}
+
+/// The merged images in `private` (ww's private directory); none if it is missing.
+pub fn merged(private: &Path) -> io::Result<Merged> {
+    sweep_merged(private, false)
+}
+
+/// Removes the merged images in `private` that no running `ww` holds; what was removed
+/// (`in_use`: how many were kept because a `ww` holds them).
+pub fn remove_unused_merged(private: &Path) -> io::Result<Merged> {
+    sweep_merged(private, true)
+}
+
+fn sweep_merged(private: &Path, remove: bool) -> io::Result<Merged> {
+    let mut found = Merged::default();
+    let dir = match rustix::fs::open(
+        private,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(dir) => dir,
+        Err(rustix::io::Errno::NOENT) => return Ok(found),
+        Err(e) => return Err(e.into()),
+    };
+    // The same check as for merging: removal only ever happens in a directory of ours.
+    ensure_private(private).map_err(|e| io::Error::other(e.to_string()))?;
+    for entry in rustix::fs::Dir::read_from(&dir)? {
+        let entry = entry?;
+        let Ok(name) = std::str::from_utf8(entry.file_name().to_bytes()) else {
+            continue;
+        };
+        if !name.starts_with(MERGED_PREFIX) {
+            continue;
+        }
+        match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::Directory => {}
+            _ => continue,
+        }
+        let path = private.join(name);
+        // Held by a running `ww` when the exclusive lock is refused.
+        let held = match lock(&path, FlockOperation::NonBlockingLockExclusive) {
+            Ok(lock) => Some(lock),
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => None,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let Some(lock) = held else {
+            found.in_use += 1;
+            continue;
+        };
+        found.images += 1;
+        found.bytes += freed_size(&path)?;
+        if remove {
+            // Never follows the symlinks a merged image holds; under the lock, so no `ww`
+            // starts using it meanwhile (a new one gets a directory of its own anyway).
+            fs::remove_dir_all(&path)?;
+        }
+        drop(lock);
+    }
+    Ok(found)
+}
+
+/// Opens the directory `dir` (not a symlink) and locks it with `operation`.
+fn lock(dir: &Path, operation: FlockOperation) -> io::Result<OwnedFd> {
+    let fd = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    rustix::fs::flock(&fd, operation)?;
+    Ok(fd)
+}
+
+/// The bytes of the files under `path` that have no other link, not following symlinks.
+fn freed_size(path: &Path) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = fs::symlink_metadata(path)?;
+    if meta.is_file() {
+        return Ok(if meta.nlink() == 1 { meta.len() } else { 0 });
+    }
+    if !meta.is_dir() {
+        return Ok(0);
+    }
+    let mut total = 0;
+    for entry in fs::read_dir(path)? {
+        total += freed_size(&entry?.path())?;
+    }
+    Ok(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -465,6 +589,37 @@ mod tests {
         assert!(matches!(err, ImageError::NoPrivateDir), "{err}");
         // A single layer needs no merging, and no private directory.
         assert!(Image::load(a.path(), &[], None).is_ok());
+    }
+
+    #[test]
+    fn only_merged_images_nobody_holds_are_removed() {
+        let state = tempfile::tempdir().unwrap();
+        let private = state.path().join("images");
+        let outside = tempfile::tempdir().unwrap();
+        write(outside.path(), "keep", "keep");
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        write(a.path(), ENTRYPOINT, "x");
+        write(b.path(), "etc/b", "b");
+        let running = Image::load(a.path(), &[b.path().to_path_buf()], Some(&private)).unwrap();
+        // A leftover of a killed `ww`, holding a symlink out and a file of its own, and a
+        // symlink named like a merged image.
+        let stray = private.join("ww-image-stray");
+        write(&stray, "etc/own", "12345");
+        std::os::unix::fs::symlink(outside.path(), stray.join("out")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), private.join("ww-image-link")).unwrap();
+
+        let found = merged(&private).unwrap();
+        assert_eq!((found.images, found.in_use), (1, 1));
+        // Only the stray's own file counts: the running image's files are hard links.
+        assert_eq!(found.bytes, 5);
+        let removed = remove_unused_merged(&private).unwrap();
+        assert_eq!((removed.images, removed.in_use), (1, 1));
+        assert!(!stray.exists());
+        assert!(running.root().unwrap().join(ENTRYPOINT).is_file());
+        assert!(outside.path().join("keep").is_file());
+        assert!(fs::symlink_metadata(private.join("ww-image-link")).is_ok());
+        drop(running);
+        assert_eq!(merged(&private).unwrap(), Merged::default());
     }
 
     fn write(root: &Path, rel: &str, data: &str) {

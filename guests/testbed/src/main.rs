@@ -50,6 +50,8 @@
 //! - `bench-spawn N [path|bytes]`: times N spawns of `ping` and N spawn-and-waits, printing
 //!   one line `bench-spawn main_p50_us=… main_p99_us=… exit_p50_us=… exit_p99_us=…
 //!   spawns_per_sec=…` (for `cargo xtask bench`);
+//! - `churn N [PAD]`: spawns N distinct tiny preview 1 modules from bytes, one at a time,
+//!   waiting for each, and prints `churned N` (see `churn.rs`; for the cache-bound tests);
 //! - `idle N`: spawns N children that `block` on their piped stdin, prints `ready N`, and
 //!   exits when its own stdin ends (for `cargo xtask bench`);
 //! - `rpc-id`: grafts onto the node's membrane over Cap'n Proto ([`ww::rpc`]), prints
@@ -88,6 +90,7 @@ use std::time::{Duration, Instant};
 use ww::fd::{Fd, Mode};
 use ww::process::{Child, Command, DirGrant, FdPass, Stdio};
 
+mod churn;
 mod exhaust;
 mod fsops;
 mod net;
@@ -117,6 +120,7 @@ usage: testbed MODE [ARGS...]
   fd-names | fd-read NAME | fd-write NAME TEXT | fd-size NAME
   fd-read-at NAME OFFSET LEN | fd-write-at NAME OFFSET TEXT
   ping | block | tree WIDTH MIB | args N MIB | bench-spawn N [path|bytes] | idle N
+  churn N [PAD]
   rpc-id | rpc-big | rpc-many N | rpc-export | rpc-exit-mid-call CODE | rpc-advance
   rpc-bench N | ipfs-cat PATH | ipfs-add TEXT
   net-id | net-addrs | net-call PEER [ADDR...] | net-denied
@@ -166,6 +170,8 @@ fn mode(args: &[&str]) {
         ["bench-spawn", n] => bench_spawn(n, None),
         ["bench-spawn", n, source] => bench_spawn(n, Some(source)),
         ["idle", n] => idle(n),
+        ["churn", n] => churn::churn(n, None),
+        ["churn", n, pad] => churn::churn(n, Some(pad)),
         ["rpc-id"] => rpc::id(),
         ["rpc-big"] => rpc::big(),
         ["rpc-many", n] => rpc::many(n),

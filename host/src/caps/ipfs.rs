@@ -64,7 +64,8 @@ impl wit::Host for IpfsView<'_> {
     async fn cat(&mut self, path: String) -> Result<Vec<u8>, wit::Error> {
         let parsed = parse(&path)?;
         self.blocking(move |ipfs| {
-            let local = ipfs.fetch(&parsed).map_err(error_of)?;
+            // Pinned while it is read: no other `ww` evicts it meanwhile.
+            let (local, _pin) = ipfs.fetch_pinned(&parsed).map_err(error_of)?;
             let meta = fs::metadata(&local).map_err(|e| io_error(&path, &e))?;
             if meta.is_dir() {
                 return Err(wit::Error::Invalid(format!(
@@ -82,7 +83,7 @@ impl wit::Host for IpfsView<'_> {
     async fn ls(&mut self, path: String) -> Result<Vec<wit::Entry>, wit::Error> {
         let parsed = parse(&path)?;
         self.blocking(move |ipfs| {
-            let local = ipfs.fetch(&parsed).map_err(error_of)?;
+            let (local, _pin) = ipfs.fetch_pinned(&parsed).map_err(error_of)?;
             if !local.is_dir() {
                 return Err(wit::Error::Invalid(format!(
                     "{path} is a file, not a directory (cat prints it)"

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use miette::Report;
 use ww::ipfs::client::DEFAULT_TIMEOUT;
-use ww::ipfs::{Endpoint, Ipfs, IpfsError, IpfsPath};
+use ww::ipfs::{Endpoint, Ipfs, IpfsError, IpfsPath, Pin};
 
 /// The IPFS daemon to talk to.
 #[derive(Debug, Clone, clap::Args)]
@@ -17,17 +17,19 @@ pub struct IpfsArgs {
 }
 
 impl IpfsArgs {
-    /// A client of the chosen daemon, with ww's IPFS cache.
+    /// A client of the chosen daemon, with ww's IPFS cache (capped by `WW_IPFS_CACHE_MAX`).
     pub fn connect(&self) -> Result<Ipfs, Report> {
         let (endpoint, timeout) = self.endpoint()?;
-        Ok(Ipfs::new(endpoint, timeout, &cache_dir()?)?)
+        let max = super::cache::ipfs_max()?;
+        Ok(Ipfs::new(endpoint, timeout, &cache_dir()?)?.with_cache_max(max))
     }
 
     /// The same, touching nothing until used (the cache is created and checked then): for
     /// pid0's IPFS capability, which most runs never use.
     pub fn deferred(&self) -> Result<Ipfs, Report> {
         let (endpoint, timeout) = self.endpoint()?;
-        Ok(Ipfs::deferred(endpoint, timeout, &cache_dir()?))
+        let max = super::cache::ipfs_max()?;
+        Ok(Ipfs::deferred(endpoint, timeout, &cache_dir()?).with_cache_max(max))
     }
 
     /// The endpoint (`--ipfs`, `WW_IPFS`) and the timeout per answer (`WW_IPFS_TIMEOUT`).
@@ -49,8 +51,14 @@ impl IpfsArgs {
 
     /// Replaces each `/ipfs/…` or `/ipns/…` in `image` and `layers` by the local path of its
     /// fetched, verified and cached content. Other paths are left alone (they are local).
-    pub fn localize(&self, image: &mut PathBuf, layers: &mut [PathBuf]) -> Result<(), Report> {
+    /// The pins keep that content from eviction (by any `ww`) while the run holds them.
+    pub fn localize(
+        &self,
+        image: &mut PathBuf,
+        layers: &mut [PathBuf],
+    ) -> Result<Vec<Pin>, Report> {
         let mut ipfs = None;
+        let mut pins = Vec::new();
         let only_layer = layers.is_empty();
         for (i, path) in std::iter::once(&mut *image)
             .chain(layers.iter_mut())
@@ -65,7 +73,8 @@ impl IpfsArgs {
             let Some(client) = ipfs.as_ref() else {
                 continue;
             };
-            let local = client.fetch(&parsed)?;
+            let (local, pin) = client.fetch_pinned(&parsed)?;
+            pins.push(pin);
             tracing::debug!(from = %parsed, to = %local.display(), "IPFS path fetched");
             if i == 0 && only_layer && local.is_dir() && !runnable(&local) {
                 return Err(IpfsError::NoExecutable {
@@ -75,7 +84,7 @@ impl IpfsArgs {
             }
             *path = local;
         }
-        Ok(())
+        Ok(pins)
     }
 }
 
@@ -87,6 +96,6 @@ fn runnable(dir: &Path) -> bool {
 
 /// `ipfs/` in ww's state directory (`$WW_CACHE_DIR`, else under XDG or ~/.cache, as for
 /// compiled programs).
-fn cache_dir() -> Result<PathBuf, super::NoStateDir> {
+pub(super) fn cache_dir() -> Result<PathBuf, super::NoStateDir> {
     Ok(super::state_dir()?.join("ipfs"))
 }

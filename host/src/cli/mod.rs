@@ -3,6 +3,7 @@
 //! Exit status: a cell's own exit code; 134 when it traps; 125 when `ww` itself fails (a bad
 //! flag, a missing image, a binary it cannot run), as `docker run` does.
 
+mod cache;
 mod export;
 mod fd;
 mod ipfs;
@@ -68,6 +69,9 @@ enum Command {
     Export(export::ExportArgs),
     /// Write a new node identity (an ed25519 key) to PATH and print its peer id.
     Keygen(keygen::KeygenArgs),
+    /// Show what ww keeps in its state directory (compiled code, IPFS content, merged
+    /// images); `prune` or `clear` it.
+    Cache(cache::CacheArgs),
 }
 
 /// Renders diagnostics for a person on a terminal, and unwrapped (one line per message,
@@ -102,6 +106,7 @@ pub fn main() -> ExitCode {
         }
         Command::Export(args) => export::main(args),
         Command::Keygen(args) => keygen::main(args),
+        Command::Cache(args) => cache::main(args),
     };
     match result {
         Ok(status) => ExitCode::from(status),

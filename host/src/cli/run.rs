@@ -179,7 +179,8 @@ pub fn main(mut args: RunArgs) -> Result<u8, Report> {
         .to_str()
         .and_then(ww::ipfs::path::IpfsPath::parse)
         .is_some();
-    args.ipfs.localize(&mut args.image, &mut args.layers)?;
+    // Pinned for the whole run: no `ww` evicts the image from the IPFS cache meanwhile.
+    let _pins = args.ipfs.localize(&mut args.image, &mut args.layers)?;
     // The directory grants, checked before anything runs: no writable grant may hold ww's
     // own state (compiled code is native code).
     let grants = args
@@ -356,7 +357,12 @@ fn executor_for(args: &RunArgs) -> Result<Executor, Report> {
         cells: args.max_cells,
         depth: args.max_depth,
     };
-    Ok(Executor::new(&options, cache_dir.as_deref(), node)?)
+    Ok(Executor::new(
+        &options,
+        cache_dir.as_deref(),
+        super::cache::limits()?,
+        node,
+    )?)
 }
 
 /// The single-threaded runtime every cell and the RPC system run on.

@@ -21,7 +21,6 @@ pub mod limits;
 pub mod process;
 pub mod stdio;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,10 +29,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use wasmtime::Engine;
 use wasmtime::component::Linker as ComponentLinker;
-use wasmtime_wasi::p2::bindings::CommandPre;
 
 use self::budget::{NodeBudget, NodeLimits};
-use self::cache::{CompileCache, ContentHash};
+use self::cache::lru::Lru;
+use self::cache::{CacheLimits, CompileCache, ContentHash};
 use self::cell::{CellConfig, CellError, CellState, ModuleState, Ready};
 use self::limits::LimitExceeded;
 use self::process::{Exit, Process, settle};
@@ -42,6 +41,10 @@ use crate::wasm::{EngineOptions, Program, WasmError};
 
 /// How often the epoch advances: the longest a busy cell runs before yielding.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The most program files whose content the executor remembers (by identity, to skip
+/// reading them again): each costs a few dozen bytes, the programs are in the cache.
+const MAX_FILES: usize = 4096;
 
 /// A compiled program and the hash it is cached under.
 #[derive(Clone)]
@@ -72,9 +75,9 @@ struct Inner {
     fuel_metered: bool,
     components: ComponentLinker<CellState>,
     modules: wasmtime::Linker<ModuleState>,
-    component_links: Mutex<HashMap<ContentHash, CommandPre<CellState>>>,
-    module_links: Mutex<HashMap<ContentHash, wasmtime::InstancePre<ModuleState>>>,
-    files: Mutex<HashMap<FileIdentity, Loaded>>,
+    /// The content each program file seen was found to hold. The programs themselves (and
+    /// their links) live in `cache`, bounded; this maps to hashes only, bounded by count.
+    files: Mutex<Lru<FileIdentity, ContentHash>>,
     next_id: AtomicU32,
     ticker: EpochTicker,
     budget: Arc<NodeBudget>,
@@ -88,10 +91,12 @@ impl Drop for Inner {
 
 impl Executor {
     /// An executor on a new engine configured by `options`, caching compiled programs under
-    /// `cache_dir` (none: in memory only), whose cells together stay within `node`.
+    /// `cache_dir` (none: in memory only), at most `limits` of them, whose cells together
+    /// stay within `node`.
     pub fn new(
         options: &EngineOptions,
         cache_dir: Option<&Path>,
+        limits: CacheLimits,
         node: NodeLimits,
     ) -> Result<Executor, WasmError> {
         let engine = crate::wasm::engine(options)?;
@@ -103,13 +108,11 @@ impl Executor {
         let ticker = EpochTicker::start(engine.clone());
         Ok(Executor {
             inner: Arc::new(Inner {
-                cache: CompileCache::new(engine, cache_dir),
+                cache: CompileCache::new(engine, cache_dir, limits),
                 fuel_metered: options.fuel,
                 components,
                 modules,
-                component_links: Mutex::new(HashMap::new()),
-                module_links: Mutex::new(HashMap::new()),
-                files: Mutex::new(HashMap::new()),
+                files: Mutex::new(Lru::new(u64::MAX, MAX_FILES)),
                 next_id: AtomicU32::new(0),
                 ticker,
                 budget: NodeBudget::new(node),
@@ -141,7 +144,9 @@ impl Executor {
     /// The program in a file of this identity, if it was loaded before: what
     /// [`Executor::load_file`] would give without reading or compiling anything.
     pub fn find_file(&self, identity: &FileIdentity) -> Option<Loaded> {
-        lock(&self.inner.files).get(identity).cloned()
+        let hash = lock(&self.inner.files).get(identity).copied()?;
+        let program = self.inner.cache.cached(&hash)?;
+        Some(Loaded { hash, program })
     }
 
     /// Compiles the program in `file` (at `origin`), or finds it compiled; a file whose
@@ -153,7 +158,7 @@ impl Executor {
         }
         let bytes = file.read().map_err(LoadError::Read)?;
         let loaded = self.load(origin, &bytes).map_err(LoadError::Wasm)?;
-        lock(&self.inner.files).insert(identity, loaded.clone());
+        lock(&self.inner.files).insert(identity, loaded.hash, 1);
         Ok(loaded)
     }
 
@@ -196,13 +201,13 @@ impl Executor {
         let inner = &self.inner;
         match &loaded.program {
             Program::Component(component) => {
-                let pre = cached_link(&inner.component_links, loaded.hash, || {
+                let pre = cached_link(&inner.cache, loaded.hash, || {
                     cell::link_component(self.engine(), &inner.components, component, config.name())
                 })?;
                 cell::prepare_component(self, pre, config, ticket)
             }
             Program::Module(module) => {
-                let pre = cached_link(&inner.module_links, loaded.hash, || {
+                let pre = cached_link(&inner.cache, loaded.hash, || {
                     cell::link_module(self.engine(), &inner.modules, module, config.name())
                 })?;
                 cell::prepare_module(self, pre, config, ticket)
@@ -211,22 +216,24 @@ impl Executor {
     }
 }
 
-/// The link cached under `hash`, or the one `link` makes, remembered for next time.
-fn cached_link<P: Clone>(
-    cache: &Mutex<HashMap<ContentHash, P>>,
+/// The link kept with the program under `hash`, or the one `link` makes, kept with the
+/// program for next time (and dropped with it when the cache evicts it).
+fn cached_link<P: Clone + Send + 'static>(
+    cache: &CompileCache,
     hash: ContentHash,
     link: impl FnOnce() -> Result<P, CellError>,
 ) -> Result<P, CellError> {
-    if let Some(pre) = lock(cache).get(&hash).cloned() {
+    if let Some(pre) = cache.link::<P>(&hash) {
         return Ok(pre);
     }
     let pre = link()?;
-    lock(cache).insert(hash, pre.clone());
+    cache.set_link(&hash, pre.clone());
     Ok(pre)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The maps are only inserted into: a panic elsewhere cannot leave them half-updated.
+    // Every update of a map completes before anything that could panic: a panic elsewhere
+    // cannot leave one half-updated.
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -543,6 +543,10 @@ fn accept_one(
     limits: &FdctlLimits,
     fail: &dyn Fn(String) -> FdError,
 ) -> Result<UnixStream, FdError> {
+    // Before the socket exists: a terminating signal that arrives once it does is read
+    // here, not acted on by default (which would leave the socket behind).
+    let signals = TerminationSignals::catch()
+        .map_err(|e| fail(format!("cannot watch for signals while waiting: {e}")))?;
     let listener = UnixListener::bind(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
             fail(format!(
@@ -554,9 +558,6 @@ fn accept_one(
         }
     })?;
     let mut unlink = Unlink(Some(path.to_owned()));
-    // Until the socket is gone, a terminating signal is read here, not acted on by default.
-    let signals = TerminationSignals::catch()
-        .map_err(|e| fail(format!("cannot watch for signals while waiting: {e}")))?;
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))

@@ -7,7 +7,7 @@
 //! - [`client`] speaks that API (`block/get`, `name/resolve`, `add`);
 //! - [`unixfs`] verifies each block against its CID and decodes dag-pb and UnixFS;
 //! - [`fetch`] rebuilds files and directories from verified blocks, within bounds;
-//! - [`cache`] keeps them on disk by CID, so a second run needs no daemon;
+//! - [`cache`] keeps them on disk by CID, so a second run needs no daemon, bounded in size;
 //! - [`export`] adds a local file or directory.
 //!
 //! Architecture invariant: the daemon is not trusted. Every block is checked against its
@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use cid::Cid;
 
-pub use cache::Cache;
+pub use cache::{Cache, Pin};
 pub use client::Client;
 pub use endpoint::Endpoint;
 pub use error::IpfsError;
@@ -104,10 +104,27 @@ impl Ipfs {
         })
     }
 
+    /// The same, with a cache of at most `max` bytes (default [`cache::DEFAULT_MAX`]).
+    pub fn with_cache_max(self, max: u64) -> Ipfs {
+        Ipfs {
+            cache: self.cache.with_max(max),
+            ..self
+        }
+    }
+
     /// A local path holding what `path` names: the cached entry of its CID (fetched and
     /// verified first if it is not cached), walked down its sub-path. An `/ipns` name is
     /// resolved by the daemon every time; an `/ipfs` path already cached needs no daemon.
+    ///
+    /// The entry may be evicted (by another `ww`) as soon as this returns: to use the path
+    /// for longer than a moment, see [`Ipfs::fetch_pinned`].
     pub fn fetch(&self, path: &IpfsPath) -> Result<PathBuf, IpfsError> {
+        self.fetch_pinned(path).map(|(local, _)| local)
+    }
+
+    /// Like [`Ipfs::fetch`], with a [`Pin`] that keeps the entry from eviction while it
+    /// lives.
+    pub fn fetch_pinned(&self, path: &IpfsPath) -> Result<(PathBuf, Pin), IpfsError> {
         let (cid, segments) = match &path.root {
             Root::Ipfs(cid) => (*cid, path.segments.clone()),
             Root::Ipns(name) => {
@@ -137,22 +154,22 @@ impl Ipfs {
                 }
             }
         };
-        let root = self.root(&cid, &path.to_string())?;
-        walk(&root, &cid, &segments)
+        let (root, pin) = self.root(&cid, &path.to_string())?;
+        Ok((walk(&root, &cid, &segments)?, pin))
     }
 
-    /// The cached entry for `cid`, fetching it first when missing.
-    fn root(&self, cid: &Cid, shown: &str) -> Result<PathBuf, IpfsError> {
-        if let Some(entry) = self.cache.get(cid) {
+    /// The cached entry for `cid`, pinned, fetching it first when missing.
+    fn root(&self, cid: &Cid, shown: &str) -> Result<(PathBuf, Pin), IpfsError> {
+        if let Some((entry, pin)) = self.cache.pin(cid) {
             tracing::debug!(cid = %cid, "IPFS content found in cache");
-            return Ok(entry);
+            return Ok((entry, pin));
         }
         let progress = Progress::on_terminal(&format!("fetching {shown}"));
-        let entry = self.cache.put(cid, |dest| {
+        let (entry, pin) = self.cache.put(cid, |dest| {
             fetch::Fetch::new(&self.client, shown.to_owned(), &progress).write(cid, dest)
         })?;
         tracing::debug!(cid = %cid, entry = %entry.display(), "fetched and verified IPFS content");
-        Ok(entry)
+        Ok((entry, pin))
     }
 
     /// Like [`Ipfs::new`], but the cache directory is created and checked only when first

@@ -2,9 +2,8 @@
 //! socket activation and SCM_RIGHTS.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use crate::support::*;
@@ -15,33 +14,6 @@ fn ww_with_fds(fds: &[(&OwnedFd, RawFd)], args: &[&str]) -> Command {
     cmd.args(args);
     with_fds(&mut cmd, fds);
     cmd
-}
-
-fn with_fds(cmd: &mut Command, fds: &[(&OwnedFd, RawFd)]) {
-    let map: Vec<(RawFd, RawFd)> = fds
-        .iter()
-        .map(|(fd, target)| (fd.as_raw_fd(), *target))
-        .collect();
-    // SAFETY: only fcntl and dup2, which are async-signal-safe, run between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            // Every source first moves out of the way (a source may sit on another's
-            // target), then lands on its target; dup2 clears close-on-exec there.
-            let mut moved = [0 as RawFd; 16];
-            for (i, &(src, _)) in map.iter().enumerate().take(moved.len()) {
-                moved[i] = libc::fcntl(src, libc::F_DUPFD_CLOEXEC, 100);
-                if moved[i] < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            for (i, &(_, dst)) in map.iter().enumerate().take(moved.len()) {
-                if libc::dup2(moved[i], dst) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
 }
 
 fn pipe() -> (OwnedFd, OwnedFd) {

@@ -3,6 +3,7 @@
 
 mod attack;
 mod boot;
+mod cache;
 mod errors;
 mod executor;
 mod fds;

@@ -5,10 +5,8 @@
 //! where the protection that gives it held.
 
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use crate::support::*;
 
@@ -22,26 +20,6 @@ fn protections(out: &Out) -> String {
         .to_owned();
     println!("protections on this machine: {line}");
     line
-}
-
-/// Installs each `(fd, target)` in the ww process (as fds.rs does).
-fn with_fds(cmd: &mut Command, fds: &[(&OwnedFd, RawFd)]) {
-    let map: Vec<(RawFd, RawFd)> = fds.iter().map(|(fd, t)| (fd.as_raw_fd(), *t)).collect();
-    // SAFETY: only fcntl and dup2, which are async-signal-safe, run between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            let mut moved = [0 as RawFd; 8];
-            for (i, &(src, _)) in map.iter().enumerate().take(moved.len()) {
-                moved[i] = libc::fcntl(src, libc::F_DUPFD_CLOEXEC, 100);
-            }
-            for (i, &(_, dst)) in map.iter().enumerate().take(moved.len()) {
-                if libc::dup2(moved[i], dst) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
 }
 
 #[test]

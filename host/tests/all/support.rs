@@ -454,3 +454,30 @@ pub fn p1_big(functions: u32, body_ops: u32) -> Vec<u8> {
     section(10, &code, &mut module);
     module
 }
+
+/// Installs each `(fd, target)` in the process `cmd` starts: every source first moves out of
+/// the way (a source may sit on another's target, or on its own target, where dup2 would
+/// keep close-on-exec), then lands on its target, which dup2 leaves inheritable.
+pub fn with_fds<T: std::os::fd::AsRawFd>(cmd: &mut Command, fds: &[(&T, std::os::fd::RawFd)]) {
+    use std::os::unix::process::CommandExt as _;
+    let map: Vec<(i32, i32)> = fds.iter().map(|(fd, t)| (fd.as_raw_fd(), *t)).collect();
+    assert!(map.len() <= 16, "at most 16 fds");
+    // SAFETY: only fcntl and dup2, which are async-signal-safe, run between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut moved = [0; 16];
+            for (i, &(src, _)) in map.iter().enumerate() {
+                moved[i] = libc::fcntl(src, libc::F_DUPFD_CLOEXEC, 100);
+                if moved[i] < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (i, &(_, dst)) in map.iter().enumerate() {
+                if libc::dup2(moved[i], dst) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}

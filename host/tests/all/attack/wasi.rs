@@ -7,8 +7,6 @@
 //! The steps are the testbed's `seq` operations: each prints `ok OP ARGS` or
 //! `error: KIND (OP ARGS)`, so every step is checked on its own.
 
-use std::os::fd::AsRawFd as _;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 
 use super::{assert_unchanged, snapshot, step};
@@ -596,7 +594,6 @@ fn a_child_never_gets_more_than_its_parent_holds() {
     ]));
 
     let held_file = std::fs::File::open(&held).unwrap();
-    let fd = held_file.as_raw_fd();
     let flags: Vec<String> = [
         "--max-memory",
         "64MiB",
@@ -615,15 +612,7 @@ fn a_child_never_gets_more_than_its_parent_holds() {
     .chain(grant(&ro, "/ro", true))
     .collect();
     let mut cmd = seq_command(&flags, &image("testbed"), &all);
-    // SAFETY: only dup2, which is async-signal-safe, runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(fd, 5) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    crate::support::with_fds(&mut cmd, &[(&held_file, 5)]);
     let out = output(cmd, "");
     drop(held_file);
 
