@@ -5,12 +5,18 @@
 //! in a subdirectory named by the wasmtime version and a hash of the engine's configuration:
 //! artifacts from another wasmtime or another configuration are never looked at.
 //!
+//! Both are bounded, since a cell with an executor can make the host compile any number of
+//! different programs (spawning from bytes, or from files it writes): the memory cache keeps
+//! at most [`MAX_MEMORY_BYTES`] of compiled images, forgetting the least recently used
+//! first (a running cell keeps its own program alive; only the cache's copy goes), and the
+//! disk cache at most [`MAX_DISK_BYTES`] of artifacts, removing the oldest.
+//!
 //! Architecture invariant: loading an artifact maps native code into the process, so only
 //! files this cache wrote are loaded: the directory is created mode 0700, a directory that
 //! others can write to (or that we do not own) is not used, and files are written to a
 //! temporary name and renamed into place, so a half-written artifact is never read.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
@@ -26,11 +32,72 @@ use crate::wasm::{self, Kind, Program, WasmError};
 /// The content hash of a binary.
 pub type ContentHash = [u8; 32];
 
+/// Bytes of compiled images the memory cache keeps (the newest program is kept whatever
+/// its size).
+pub const MAX_MEMORY_BYTES: u64 = 64 << 20;
+
+/// Bytes of artifacts the disk cache keeps, all engine configurations' directories apart.
+pub const MAX_DISK_BYTES: u64 = 1 << 30;
+
 /// Compiled programs by content hash.
 pub struct CompileCache {
     engine: Engine,
-    memory: Mutex<HashMap<ContentHash, Program>>,
+    memory: Mutex<Memory>,
     disk: Option<PathBuf>,
+}
+
+/// The memory cache: programs, their sizes, and their order of last use.
+#[derive(Default)]
+struct Memory {
+    programs: HashMap<ContentHash, (Program, u64)>,
+    /// Least recently used first.
+    order: VecDeque<ContentHash>,
+    bytes: u64,
+    /// Hashes forgotten since [`CompileCache::take_evicted`] was last called.
+    evicted: Vec<ContentHash>,
+}
+
+impl Memory {
+    fn get(&mut self, hash: &ContentHash) -> Option<Program> {
+        let program = self.programs.get(hash)?.0.clone();
+        self.touch(hash);
+        Some(program)
+    }
+
+    fn touch(&mut self, hash: &ContentHash) {
+        if let Some(at) = self.order.iter().position(|h| h == hash) {
+            self.order.remove(at);
+        }
+        self.order.push_back(*hash);
+    }
+
+    fn insert(&mut self, hash: ContentHash, program: Program) {
+        let size = image_bytes(&program);
+        if let Some((_, old)) = self.programs.insert(hash, (program, size)) {
+            self.bytes -= old;
+        }
+        self.bytes += size;
+        self.touch(&hash);
+        while self.bytes > MAX_MEMORY_BYTES && self.order.len() > 1 {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some((_, size)) = self.programs.remove(&oldest) {
+                self.bytes -= size;
+                self.evicted.push(oldest);
+                tracing::debug!(hash = %hex(&oldest), size, "compiled program evicted");
+            }
+        }
+    }
+}
+
+/// The size of a compiled program's image: its code and data, what keeping it holds.
+fn image_bytes(program: &Program) -> u64 {
+    let range = match program {
+        Program::Component(c) => c.image_range(),
+        Program::Module(m) => m.image_range(),
+    };
+    (range.end as u64).saturating_sub(range.start as u64)
 }
 
 impl CompileCache {
@@ -39,7 +106,7 @@ impl CompileCache {
         let disk = disk.and_then(|root| prepare_dir(&root.join(engine_key(&engine))));
         CompileCache {
             engine,
-            memory: Mutex::new(HashMap::new()),
+            memory: Mutex::new(Memory::default()),
             disk,
         }
     }
@@ -66,7 +133,7 @@ impl CompileCache {
     pub fn get(&self, origin: &Path, bytes: &[u8]) -> Result<(ContentHash, Program), WasmError> {
         let hash: ContentHash = Sha256::digest(bytes).into();
         if let Some(program) = self.lock().get(&hash) {
-            return Ok((hash, program.clone()));
+            return Ok((hash, program));
         }
         let program = match self.load(&hash, bytes) {
             Some(program) => program,
@@ -80,7 +147,25 @@ impl CompileCache {
         Ok((hash, program))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ContentHash, Program>> {
+    /// Runs `keep` if the memory cache still holds the program of `hash`, while it is sure
+    /// to: what `keep` remembers for the program is then forgotten with it (through
+    /// [`CompileCache::take_evicted`]), never after it was already forgotten.
+    pub fn while_cached(&self, hash: &ContentHash, keep: impl FnOnce()) {
+        let memory = self.lock();
+        if memory.programs.contains_key(hash) {
+            keep();
+        }
+        drop(memory);
+    }
+
+    /// The hashes of the programs the memory cache forgot since the last call: whoever
+    /// keeps something per program (links, file identities) forgets it too, or it would
+    /// keep the program alive.
+    pub fn take_evicted(&self) -> Vec<ContentHash> {
+        std::mem::take(&mut self.lock().evicted)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Memory> {
         // A panic while holding this lock leaves the map as it was: still usable.
         self.memory
             .lock()
@@ -149,6 +234,43 @@ impl CompileCache {
         match result {
             Ok(()) => tracing::debug!(path = %path.display(), "cached compiled program"),
             Err(e) => tracing::warn!(path = %path.display(), "cannot cache compiled program: {e}"),
+        }
+        if let Some(dir) = &self.disk {
+            trim_dir(dir, MAX_DISK_BYTES);
+        }
+    }
+}
+
+/// Removes the oldest artifacts (by modification time) of `dir` until they hold at most
+/// `max` bytes. Another `ww` sharing the directory may be loading one of them: it has
+/// mapped it (the mapping outlives the name) or it finds none and compiles.
+fn trim_dir(dir: &Path, max: u64) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let mut artifacts: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            Some((meta.modified().ok()?, meta.len(), e.path()))
+        })
+        .collect();
+    let mut total: u64 = artifacts.iter().map(|(_, len, _)| len).sum();
+    if total <= max {
+        return;
+    }
+    artifacts.sort();
+    for (_, len, path) in artifacts {
+        if total <= max {
+            break;
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                total -= len;
+                tracing::debug!(path = %path.display(), len, "cached artifact removed");
+            }
+            Err(e) => tracing::debug!(path = %path.display(), "cannot remove artifact: {e}"),
         }
     }
 }
@@ -232,6 +354,57 @@ mod tests {
         fs::write(&artifact, b"garbage").unwrap();
         assert!(cache.get(Path::new("x.wasm"), &program()).is_ok());
         assert_ne!(fs::read(&artifact).unwrap(), b"garbage");
+    }
+
+    #[test]
+    fn the_memory_cache_forgets_the_least_recently_used_past_its_cap() {
+        let engine = wasm::engine(&wasm::EngineOptions::default()).unwrap();
+        let cache = CompileCache::new(engine, None);
+        // Modules of 1 MiB of data each, all different: 300 MiB in all.
+        let module = |i: u32| {
+            wat::parse_str(format!(
+                r#"(module (memory 16) (data (i32.const 0) "{i:08}") (data (i32.const 16) "{}"))"#,
+                "x".repeat(1 << 20)
+            ))
+            .unwrap()
+        };
+        let (first, _) = cache.get(Path::new("0.wasm"), &module(0)).unwrap();
+        let mut evicted = Vec::new();
+        for i in 1..300 {
+            cache.get(Path::new("m.wasm"), &module(i)).unwrap();
+            // The first stays in use: never the least recently used.
+            cache.get(Path::new("0.wasm"), &module(0)).unwrap();
+            evicted.extend(cache.take_evicted());
+        }
+        assert!(!evicted.is_empty());
+        assert!(!evicted.contains(&first));
+        let memory = cache.lock();
+        assert!(memory.bytes <= MAX_MEMORY_BYTES, "{} bytes", memory.bytes);
+        assert_eq!(memory.programs.len(), memory.order.len());
+    }
+
+    #[test]
+    fn the_disk_cache_removes_the_oldest_past_its_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, name) in ["a", "b", "c"].iter().enumerate() {
+            let path = dir.path().join(format!("{name}.module.cwasm"));
+            fs::write(&path, vec![0u8; 100]).unwrap();
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1000 + i as u64);
+            fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(at)
+                .unwrap();
+        }
+        fs::write(dir.path().join("other"), vec![0u8; 1000]).unwrap();
+        trim_dir(dir.path(), 250);
+        let left: Vec<bool> = ["a", "b", "c"]
+            .iter()
+            .map(|n| dir.path().join(format!("{n}.module.cwasm")).exists())
+            .collect();
+        assert_eq!(left, [false, true, true]);
+        assert!(dir.path().join("other").exists());
     }
 
     #[test]

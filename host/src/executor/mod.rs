@@ -7,7 +7,8 @@
 //! - [`cache`]: compiled programs by content hash, in memory and on disk;
 //! - [`process`]: the handle on a running cell, and how a cell ended;
 //! - [`stdio`]: standard streams, pipes between cells, prefixed service output;
-//! - `host`: the `ww:host/executor` interface a cell uses to spawn children.
+//! - `host`: the `ww:host/executor` interface a cell uses to spawn children;
+//! - [`host_output`]: the host's stdout and stderr, written off the executor's thread.
 //!
 //! Architecture invariant: everything that runs wasm goes through [`Executor::spawn`], so
 //! every cell gets the same limits enforcement, the same yielding to other cells, and the
@@ -17,6 +18,7 @@ pub mod budget;
 pub mod cache;
 pub mod cell;
 pub(crate) mod host;
+pub mod host_output;
 pub mod limits;
 pub mod process;
 pub mod stdio;
@@ -135,7 +137,22 @@ impl Executor {
     /// Compiles `bytes` (read from `origin`, named in errors), or finds them compiled.
     pub fn load(&self, origin: &Path, bytes: &[u8]) -> Result<Loaded, WasmError> {
         let (hash, program) = self.inner.cache.get(origin, bytes)?;
+        self.forget_evicted();
         Ok(Loaded { hash, program })
+    }
+
+    /// Forgets the links and file identities of the programs the compile cache forgot:
+    /// each holds its program, and would keep it past the cache's cap.
+    fn forget_evicted(&self) {
+        let evicted = self.inner.cache.take_evicted();
+        if evicted.is_empty() {
+            return;
+        }
+        let inner = &self.inner;
+        let gone = |hash: &ContentHash| evicted.contains(hash);
+        lock(&inner.component_links).retain(|hash, _| !gone(hash));
+        lock(&inner.module_links).retain(|hash, _| !gone(hash));
+        lock(&inner.files).retain(|_, loaded| !gone(&loaded.hash));
     }
 
     /// The program in a file of this identity, if it was loaded before: what
@@ -153,7 +170,9 @@ impl Executor {
         }
         let bytes = file.read().map_err(LoadError::Read)?;
         let loaded = self.load(origin, &bytes).map_err(LoadError::Wasm)?;
-        lock(&self.inner.files).insert(identity, loaded.clone());
+        self.inner.cache.while_cached(&loaded.hash, || {
+            lock(&self.inner.files).insert(identity, loaded.clone());
+        });
         Ok(loaded)
     }
 
@@ -196,13 +215,13 @@ impl Executor {
         let inner = &self.inner;
         match &loaded.program {
             Program::Component(component) => {
-                let pre = cached_link(&inner.component_links, loaded.hash, || {
+                let pre = cached_link(&inner.cache, &inner.component_links, loaded.hash, || {
                     cell::link_component(self.engine(), &inner.components, component, config.name())
                 })?;
                 cell::prepare_component(self, pre, config, ticket)
             }
             Program::Module(module) => {
-                let pre = cached_link(&inner.module_links, loaded.hash, || {
+                let pre = cached_link(&inner.cache, &inner.module_links, loaded.hash, || {
                     cell::link_module(self.engine(), &inner.modules, module, config.name())
                 })?;
                 cell::prepare_module(self, pre, config, ticket)
@@ -211,17 +230,22 @@ impl Executor {
     }
 }
 
-/// The link cached under `hash`, or the one `link` makes, remembered for next time.
+/// The link cached under `hash`, or the one `link` makes, remembered for next time while
+/// the compile cache holds the program (a link holds its program: one kept after the
+/// program was evicted would keep it for good).
 fn cached_link<P: Clone>(
-    cache: &Mutex<HashMap<ContentHash, P>>,
+    programs: &CompileCache,
+    links: &Mutex<HashMap<ContentHash, P>>,
     hash: ContentHash,
     link: impl FnOnce() -> Result<P, CellError>,
 ) -> Result<P, CellError> {
-    if let Some(pre) = lock(cache).get(&hash).cloned() {
+    if let Some(pre) = lock(links).get(&hash).cloned() {
         return Ok(pre);
     }
     let pre = link()?;
-    lock(cache).insert(hash, pre.clone());
+    programs.while_cached(&hash, || {
+        lock(links).insert(hash, pre.clone());
+    });
     Ok(pre)
 }
 
