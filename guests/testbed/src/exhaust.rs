@@ -15,6 +15,10 @@
 //! - `fifos N FIFO FILE`: spawns N children reading FIFO (`fs read FIFO`, the image
 //!   read-only, no stdio), each blocking the host thread that opens it; after a second,
 //!   reads FILE itself and prints `fifos: spawned K; refused: WHY; read FILE in MS ms`;
+//! - `pipe-share`: spawns `pipe-share-b` with its stdout piped to this cell, which never
+//!   reads it, waits for it and prints `child: <status>`. `pipe-share-b` spawns `flood`
+//!   with the same stdout (inherited), waits a second (the pipe is full, `flood` waits for
+//!   room), then writes to it itself; `flood` writes to its stdout forever;
 //! - `programs N KIB`: spawns, from bytes, N different preview 1 modules that return at
 //!   once, each with a KIB KiB data segment, waiting for each, and prints `programs:
 //!   spawned K; refused: WHY` (the compiled programs are what the host might keep).
@@ -234,4 +238,49 @@ pub fn fifos(n: &str, fifo: &str, file: &str) -> ! {
         if read.is_ok() { "ok" } else { "failed" }
     ));
     ww::exit(0);
+}
+
+pub fn pipe_share() -> ! {
+    let executor = executor();
+    let mut child = Command::path(SELF)
+        .arg("pipe-share-b")
+        .dir_read_only("/")
+        .executor(true)
+        .stdin(Stdio::Null)
+        .stdout(Stdio::Pipe)
+        .stderr(Stdio::Null)
+        .spawn(&executor)
+        .unwrap_or_else(|e| fail(&format!("spawn: {e}")));
+    // Held, never read.
+    let _unread = child.take_stdout();
+    say(&format!("child: {}", child.wait()));
+    ww::exit(0);
+}
+
+pub fn pipe_share_b() -> ! {
+    use std::io::Write as _;
+    let executor = executor();
+    let _flood = Command::path(SELF)
+        .arg("flood")
+        .stdin(Stdio::Null)
+        .stderr(Stdio::Null)
+        .spawn(&executor)
+        .unwrap_or_else(|e| fail(&format!("spawn: {e}")));
+    std::thread::sleep(Duration::from_secs(1));
+    let chunk = [b'b'; 4096];
+    loop {
+        if std::io::stdout().write_all(&chunk).is_err() {
+            ww::exit(1);
+        }
+    }
+}
+
+pub fn flood() -> ! {
+    use std::io::Write as _;
+    let chunk = [b'f'; 4096];
+    loop {
+        if std::io::stdout().write_all(&chunk).is_err() {
+            ww::exit(1);
+        }
+    }
 }

@@ -45,7 +45,8 @@
 //! - `fd-read-at NAME OFFSET LEN`, `fd-write-at NAME OFFSET TEXT`, `fd-size NAME`: a file
 //!   grant at offsets, printing the bytes read, `wrote N` or the size;
 //! - `tree WIDTH MIB`, `args N MIB`, `handles N WIDTH`, `programs N KIB`,
-//!   `fifos N FIFO FILE`: try to exhaust the
+//!   `fifos N FIFO FILE`, `pipe-share`
+//!   (with `pipe-share-b` and `flood`): try to exhaust the
 //!   node (see `exhaust.rs`);
 //! - `ping`: writes `!` to stdout and returns from `main`;
 //! - `block`: reads stdin to its end and returns from `main`;
@@ -168,6 +169,9 @@ fn mode(args: &[&str]) {
         ["handles", n, width] => exhaust::handles(n, width),
         ["programs", n, kib] => exhaust::programs(n, kib),
         ["fifos", n, fifo, file] => exhaust::fifos(n, fifo, file),
+        ["pipe-share"] => exhaust::pipe_share(),
+        ["pipe-share-b"] => exhaust::pipe_share_b(),
+        ["flood"] => exhaust::flood(),
         ["bench-spawn", n] => bench_spawn(n, None),
         ["bench-spawn", n, source] => bench_spawn(n, Some(source)),
         ["idle", n] => idle(n),

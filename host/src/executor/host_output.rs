@@ -12,6 +12,12 @@
 //! stream a cell opened at most one pending flush (a few words), the streams themselves
 //! bounded by the cell's handle cap. One queue keeps the order writes were made in, across
 //! cells and services, as writing in place did.
+//!
+//! A pipe to a parent (or a service's line buffer) is a [`Sink`] too, drained by a task:
+//! every cell writing to it (a child inheriting it shares it) has a view of its own, so a
+//! cell waiting for room holds nothing another cell needs, and what check-write granted one
+//! cell no other can take. (wasmtime-wasi's shared stream locks itself while a cell waits,
+//! and a second cell writing then traps.)
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -47,8 +53,8 @@ enum Job {
     Drain(std::sync::mpsc::Sender<()>),
 }
 
-static STDOUT: OnceLock<Sink> = OnceLock::new();
-static STDERR: OnceLock<Sink> = OnceLock::new();
+static STDOUT: OnceLock<Arc<Sink>> = OnceLock::new();
+static STDERR: OnceLock<Arc<Sink>> = OnceLock::new();
 
 /// Waits, at most `limit`, until everything queued to the host's streams is written: what
 /// cells and services wrote before ww ends reaches its stdout whole, unless nobody reads it
@@ -79,11 +85,53 @@ pub struct Sink {
 impl Sink {
     /// The sink of `stream`, its thread started on first use. Not tied to any runtime, so
     /// every runtime of the process (tests start many) shares it.
-    pub fn of(stream: HostStream) -> &'static Sink {
+    pub fn of(stream: HostStream) -> Arc<Sink> {
         match stream {
-            HostStream::Stdout => STDOUT.get_or_init(|| Sink::start(stream)),
-            HostStream::Stderr => STDERR.get_or_init(|| Sink::start(stream)),
+            HostStream::Stdout => STDOUT.get_or_init(|| Arc::new(Sink::start(stream))),
+            HostStream::Stderr => STDERR.get_or_init(|| Arc::new(Sink::start(stream))),
         }
+        .clone()
+    }
+
+    /// A sink into `writer` (a pipe's write end) holding at most `capacity` bytes queued,
+    /// drained by a task of the current runtime. `writer` is dropped (the reader sees the
+    /// end of the stream) once every holder of the sink has dropped it and the queue is
+    /// written.
+    pub fn pipe(
+        mut writer: impl tokio::io::AsyncWrite + Send + Unpin + 'static,
+        capacity: usize,
+    ) -> Arc<Sink> {
+        use tokio::io::AsyncWriteExt as _;
+        let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
+        let broken = Arc::new(AtomicBool::new(false));
+        let failed = broken.clone();
+        tokio::spawn(async move {
+            while let Some(job) = queue.recv().await {
+                let result = match job {
+                    Job::Write(bytes, _room) => writer.write_all(&bytes).await,
+                    Job::Flush(done) => {
+                        let result = writer.flush().await;
+                        let _ = done.send(());
+                        result
+                    }
+                    Job::Drain(done) => {
+                        let result = writer.flush().await;
+                        let _ = done.send(());
+                        result
+                    }
+                };
+                if result.is_err() {
+                    // The reader is gone: nothing more can be written.
+                    failed.store(true, Ordering::Relaxed);
+                }
+            }
+            let _ = writer.shutdown().await;
+        });
+        Arc::new(Sink {
+            jobs,
+            room: Arc::new(Semaphore::new(capacity)),
+            broken,
+        })
     }
 
     fn start(stream: HostStream) -> Sink {
@@ -198,11 +246,7 @@ impl IsTerminal for HostStream {
 
 impl StdoutStream for HostStream {
     fn p2_stream(&self) -> Box<dyn OutputStream> {
-        Box::new(CellOutput {
-            sink: Sink::of(*self),
-            room: None,
-            flushing: None,
-        })
+        Box::new(CellOutput::new(Sink::of(*self)))
     }
 
     fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
@@ -214,15 +258,45 @@ impl StdoutStream for HostStream {
     }
 }
 
-/// One cell's stream to a host stream: room for one chunk taken ahead (what `check-write`
+/// A pipe (or line buffer) as a cell's stdout or stderr: each cell that opens it gets a
+/// view of its own on the one [`Sink`].
+pub struct PipeOutput(pub Arc<Sink>);
+
+impl IsTerminal for PipeOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for PipeOutput {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(CellOutput::new(self.0.clone()))
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        // Only WASI 0.3 guests use this, and ww runs preview 1 and 2 only: were that to
+        // change, this must become a writer into the sink rather than drop the bytes.
+        Box::new(tokio::io::sink())
+    }
+}
+
+/// One cell's stream to a sink: room for one chunk taken ahead (what `check-write`
 /// granted), and the flush it waits for, if any.
 struct CellOutput {
-    sink: &'static Sink,
+    sink: Arc<Sink>,
     room: Option<OwnedSemaphorePermit>,
     flushing: Option<oneshot::Receiver<()>>,
 }
 
 impl CellOutput {
+    fn new(sink: Arc<Sink>) -> CellOutput {
+        CellOutput {
+            sink,
+            room: None,
+            flushing: None,
+        }
+    }
+
     /// Whether a flush is still pending (a finished one is forgotten).
     fn flush_pending(&mut self) -> bool {
         match self.flushing.as_mut().map(oneshot::Receiver::try_recv) {

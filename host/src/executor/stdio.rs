@@ -14,11 +14,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt as _, BufReader, DuplexStream};
 use wasmtime_wasi::WasiCtxBuilder;
-use wasmtime_wasi::cli::{AsyncStdinStream, AsyncStdoutStream, StdinStream, StdoutStream};
+use wasmtime_wasi::cli::{AsyncStdinStream, StdinStream, StdoutStream};
 use wasmtime_wasi::p2::pipe::{AsyncReadStream, AsyncWriteStream};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 
-use super::host_output::{HostStream, Sink};
+use super::host_output::{HostStream, PipeOutput, Sink};
 
 /// Bytes buffered in one pipe between cells.
 const PIPE_CAPACITY: usize = 64 * 1024;
@@ -103,7 +103,9 @@ impl Stdio {
                     Request::Pipe => {
                         let (child, parent) = tokio::io::duplex(PIPE_CAPACITY);
                         *end = Some(Box::new(AsyncReadStream::new(parent)));
-                        Arc::new(AsyncStdoutStream::new(PIPE_CAPACITY, child))
+                        // A view per cell: a child inheriting this pipe must not share
+                        // one locked stream with it (see host_output).
+                        Arc::new(PipeOutput(Sink::pipe(child, PIPE_CAPACITY)))
                     }
                 }
             };
@@ -203,7 +205,7 @@ fn prefix_lines(name: &str, to_stderr: bool) -> Output {
         };
         copy_prefixed(parent, prefix.as_bytes(), &mut out).await;
     });
-    Arc::new(AsyncStdoutStream::new(PIPE_CAPACITY, child))
+    Arc::new(PipeOutput(Sink::pipe(child, PIPE_CAPACITY)))
 }
 
 /// Where [`copy_prefixed`] puts each line.
@@ -215,7 +217,7 @@ trait Lines {
 /// A service's lines, each queued whole to the host's stream: one write under std's lock,
 /// so the lines of different services never interleave.
 struct ServiceOutput {
-    sink: &'static Sink,
+    sink: Arc<Sink>,
     service: String,
 }
 

@@ -233,3 +233,21 @@ fn cells_blocked_on_fifos_do_not_stall_other_cells_filesystem() {
     assert!(run.out.stdout.contains("fifos: spawned 600"), "{run:#?}");
     assert!(run.out.stdout.contains("(ok)"), "{run:#?}");
 }
+
+#[test]
+fn a_cell_sharing_a_full_pipe_waits_instead_of_failing() {
+    // Cells sharing a piped stdout (a child inheriting its parent's pipe) shared one
+    // wasmtime-wasi stream, locked while a writer waited for room and with one check-write
+    // budget for all: once the pipe was full and `flood` waited, its parent's own write
+    // trapped it (`child: trapped`, 1.7 s after start, its first write after a 1 s sleep)
+    // instead of waiting. A service's children writing to its prefixed stream likewise.
+    let mut cmd = ww();
+    cmd.args(["run", "--timeout", "4s"])
+        .arg(image("testbed"))
+        .arg("pipe-share");
+    let run = watch(cmd, Duration::from_secs(30));
+    // pid0 never reads its child's pipe: the child and its own child wait for room until
+    // the deadline.
+    assert_eq!(run.out.status, 124, "{run:#?}");
+    assert!(!run.out.stdout.contains("child:"), "{run:#?}");
+}
