@@ -44,7 +44,10 @@
 //! - `fd-write NAME TEXT`: writes TEXT to the grant, printing `wrote`;
 //! - `fd-read-at NAME OFFSET LEN`, `fd-write-at NAME OFFSET TEXT`, `fd-size NAME`: a file
 //!   grant at offsets, printing the bytes read, `wrote N` or the size;
-//! - `tree WIDTH MIB`, `args N MIB`: try to exhaust the node (see `exhaust.rs`);
+//! - `tree WIDTH MIB`, `args N MIB`, `handles N WIDTH`, `programs N KIB`,
+//!   `fifos N FIFO FILE`, `pipe-share`
+//!   (with `pipe-share-b` and `flood`): try to exhaust the
+//!   node (see `exhaust.rs`);
 //! - `ping`: writes `!` to stdout and returns from `main`;
 //! - `block`: reads stdin to its end and returns from `main`;
 //! - `bench-spawn N [path|bytes]`: times N spawns of `ping` and N spawn-and-waits, printing
@@ -167,6 +170,12 @@ fn mode(args: &[&str]) {
         ["block", ..] => block(),
         ["tree", width, mib] => exhaust::tree(width, mib),
         ["args", n, mib] => exhaust::args(n, mib),
+        ["handles", n, width] => exhaust::handles(n, width),
+        ["programs", n, kib] => exhaust::programs(n, kib),
+        ["fifos", n, fifo, file] => exhaust::fifos(n, fifo, file),
+        ["pipe-share"] => exhaust::pipe_share(),
+        ["pipe-share-b"] => exhaust::pipe_share_b(),
+        ["flood"] => exhaust::flood(),
         ["bench-spawn", n] => bench_spawn(n, None),
         ["bench-spawn", n, source] => bench_spawn(n, Some(source)),
         ["idle", n] => idle(n),

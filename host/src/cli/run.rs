@@ -319,6 +319,9 @@ pub fn main(mut args: RunArgs) -> Result<u8, Report> {
     drop(local);
     // A cell blocked reading stdin leaves a reader behind; do not wait for it.
     runtime.shutdown_background();
+    // What the cells wrote is queued to a writer thread (never written on the executor's
+    // thread): let it reach ww's stdout before ww ends, unless nobody reads it.
+    ww::executor::host_output::drain(std::time::Duration::from_secs(1));
     drop(rpc_socket);
     drop(booted);
 
@@ -521,6 +524,10 @@ fn report(cell: &str, exit: &Exit, memory_hint: &str) {
                 "could not grow: the node's memory budget ({limit} bytes for all cells) is spent"
             ),
             "raise --node-memory, or give the cells lower --max-memory".to_owned(),
+        ),
+        Exit::Limit(LimitExceeded::Handles { limit }) => (
+            format!("held more than {limit} resources (streams, pollables, descriptors) at once"),
+            "a cell must drop the resources it no longer uses".to_owned(),
         ),
         Exit::Limit(LimitExceeded::Time) => (
             "ran past its time limit".to_owned(),

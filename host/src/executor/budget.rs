@@ -5,8 +5,8 @@
 //! its own cap and the node's budget allow. What is charged, and when:
 //!
 //! - at spawn ([`NodeBudget::admit`]): [`CELL_OVERHEAD`] for the instance's state and stack,
-//!   the bytes of its arguments and environment, and [`STREAM_COST`] per pipe or line buffer
-//!   made for it. A spawn that does not fit is refused with [`Exhausted`] before anything runs;
+//!   [`HANDLES_COST`] for the most resources the host may hold for it, the bytes of its
+//!   arguments and environment, and [`STREAM_COST`] per pipe or line buffer made for it. A spawn that does not fit is refused with [`Exhausted`] before anything runs;
 //! - while it runs (through its [`Ticket`] in the store's limiter): every byte of linear
 //!   memory and every table element ([`TABLE_ELEMENT_BYTES`]) as they grow, from the first
 //!   page on. A growth that does not fit ends that cell with a memory limit, never another;
@@ -22,6 +22,14 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 /// most wasmtime's 512 KiB wasm stack plus host frames is ever touched), its store and WASI
 /// context. Measured at about 120 KiB for an idle cell (BENCHMARKS.md); charged generously.
 pub const CELL_OVERHEAD: u64 = 1 << 20;
+
+/// What the host may hold for one resource of a cell (a table entry, its boxed state and
+/// the guest's handle slot): measured at about 240 bytes for a pollable, charged with room.
+pub const HANDLE_BYTES: u64 = 256;
+
+/// What the host may hold for a cell's resources at most: [`super::limits::MAX_HANDLES`] of
+/// [`HANDLE_BYTES`] (1 MiB).
+pub const HANDLES_COST: u64 = super::limits::MAX_HANDLES as u64 * HANDLE_BYTES;
 
 /// What one pipe or line buffer made for a cell may hold.
 pub const STREAM_COST: u64 = 128 << 10;

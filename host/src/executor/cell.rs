@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use wasmtime::component::{
-    Component, Linker as ComponentLinker, ResourceTable, types::ComponentItem,
+    Component, Linker as ComponentLinker, ResourceTable, ResourceTableError, types::ComponentItem,
 };
 use wasmtime::{Engine, Linker as ModuleLinker, Module, Store, UpdateDeadline};
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -15,8 +15,8 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::Executor;
-use super::budget::{CELL_OVERHEAD, Exhausted, Ticket};
-use super::limits::{LimitExceeded, Limits, MemoryLimiter};
+use super::budget::{CELL_OVERHEAD, Exhausted, HANDLES_COST, Ticket};
+use super::limits::{LimitExceeded, Limits, MAX_GUEST_HANDLES, MAX_HANDLES, MemoryLimiter};
 use super::process::{Children, Exit};
 use super::stdio::Stdio;
 use crate::caps::fd::{FdGrants, FdView};
@@ -141,8 +141,8 @@ impl CellConfig {
     }
 
     /// What the host holds for the cell before it grows any memory: its fixed overhead,
-    /// its arguments and environment, and the buffers of the streams made for it. Charged
-    /// to the node's budget at spawn.
+    /// the most its resources may take, its arguments and environment, and the buffers of
+    /// the streams made for it. Charged to the node's budget at spawn.
     pub fn host_bytes(&self) -> u64 {
         let strings: usize = self.args.iter().map(String::len).sum::<usize>()
             + self
@@ -151,6 +151,7 @@ impl CellConfig {
                 .map(|(k, v)| k.len() + v.len())
                 .sum::<usize>();
         CELL_OVERHEAD
+            .saturating_add(HANDLES_COST)
             .saturating_add(strings as u64)
             .saturating_add(self.stdio.buffered_bytes())
     }
@@ -344,9 +345,13 @@ pub(crate) fn prepare_component(
 ) -> Result<Ready, CellError> {
     let cell = config.name().to_owned();
     let limits = config.limits;
+    // Every resource the cell makes the host hold is an entry here: capped, since the
+    // budget charged for them at spawn is the cap's worst case.
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(MAX_HANDLES);
     let state = CellState {
         wasi: config.wasi()?.build(),
-        table: ResourceTable::new(),
+        table,
         limiter: MemoryLimiter::new(config.limits.max_memory, ticket),
         spawner: Spawner {
             executor: config.executor.then(|| executor.clone()),
@@ -363,6 +368,8 @@ pub(crate) fn prepare_component(
     };
     let mut store = Store::new(executor.engine(), state);
     store.limiter(|state| &mut state.limiter);
+    // The guest's handles to those resources, and to its own, live in the store.
+    store.set_max_component_handles(MAX_GUEST_HANDLES);
     configure(&mut store, &limits, executor.fuel_metered()).map_err(|e| {
         CellError::Instantiate {
             cell,
@@ -380,8 +387,11 @@ pub(crate) fn prepare_module(
     ticket: Ticket,
 ) -> Result<Ready, CellError> {
     let cell = config.name().to_owned();
+    let mut wasi = config.wasi()?.build_p1();
+    // Preview 1 keeps its descriptors in a resource table too: capped as a component's.
+    WasiView::ctx(&mut wasi).table.set_max_capacity(MAX_HANDLES);
     let state = ModuleState {
-        wasi: config.wasi()?.build_p1(),
+        wasi,
         limiter: MemoryLimiter::new(config.limits.max_memory, ticket),
     };
     let mut store = Store::new(executor.engine(), state);
@@ -440,6 +450,10 @@ fn exit_of(result: wasmtime::Result<u8>) -> Exit {
     }
     if let Some(limit) = error.downcast_ref::<LimitExceeded>() {
         return Exit::Limit(*limit);
+    }
+    // A host call that found the cell's resource table full: the cap set at prepare.
+    if let Some(ResourceTableError::Full) = error.downcast_ref::<ResourceTableError>() {
+        return Exit::Limit(LimitExceeded::Handles { limit: MAX_HANDLES });
     }
     let message = match error.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::OutOfFuel) => return Exit::Limit(LimitExceeded::Fuel),

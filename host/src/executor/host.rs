@@ -312,9 +312,12 @@ fn status_of(exit: Exit) -> wit::ExitStatus {
         Exit::Code(code) => wit::ExitStatus::Exited(code),
         Exit::Trap { message, .. } => wit::ExitStatus::Trapped(message),
         Exit::Killed => wit::ExitStatus::Killed,
-        Exit::Limit(LimitExceeded::Memory { .. } | LimitExceeded::NodeMemory { .. }) => {
-            wit::ExitStatus::LimitExceeded(wit::Limit::Memory)
-        }
+        // The handle cap bounds host memory: reported as the memory limit.
+        Exit::Limit(
+            LimitExceeded::Memory { .. }
+            | LimitExceeded::NodeMemory { .. }
+            | LimitExceeded::Handles { .. },
+        ) => wit::ExitStatus::LimitExceeded(wit::Limit::Memory),
         Exit::Limit(LimitExceeded::Time) => wit::ExitStatus::LimitExceeded(wit::Limit::Time),
         Exit::Limit(LimitExceeded::Fuel) => wit::ExitStatus::LimitExceeded(wit::Limit::Fuel),
     }

@@ -1,5 +1,5 @@
 //! Limits the host enforces on every cell: memory (linear memories and tables), wall time,
-//! fuel, live children, and the size of a program spawned from bytes. The node's budget
+//! fuel, live children, resource handles, and the size of a program spawned from bytes. The node's budget
 //! ([`super::budget`]) bounds what all cells hold together; these nest inside it.
 //!
 //! A child's limits come from [`Limits::tighten`], the one place where a request is checked
@@ -17,6 +17,16 @@ pub const DEFAULT_MAX_MEMORY: u64 = 1 << 30;
 pub const DEFAULT_MAX_CHILDREN: u32 = 256;
 /// The cap on a program spawned from bytes: 64 MiB.
 pub const MAX_PROGRAM_BYTES: u64 = 64 << 20;
+/// Resources the host holds for one cell at once (streams, pollables, descriptors,
+/// processes, …: the entries of its resource table). Each is host memory outside the
+/// cell's linear memory, so the cap's worst case is charged to the node at spawn
+/// ([`super::budget::HANDLE_BYTES`] each); wasmtime's default was a million entries, about
+/// 240 bytes per pollable.
+pub const MAX_HANDLES: usize = 4096;
+/// Component-model handles a cell's store may have live at once: those of host resources
+/// (at most [`MAX_HANDLES`], so that cap is met first and named) and of the guest's own
+/// resources (a slot each).
+pub const MAX_GUEST_HANDLES: usize = 2 * MAX_HANDLES;
 /// Table elements a cell may have per table.
 const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 /// Tables, memories and instances a store may hold: a component instantiates a few dozen
@@ -39,6 +49,12 @@ pub enum LimitExceeded {
     NodeMemory {
         /// The node's budget, in bytes.
         limit: u64,
+    },
+    /// It tried to hold more resources (streams, pollables, descriptors, …) than a cell may.
+    #[error("handle limit exceeded: a cell may hold at most {limit} resources at once")]
+    Handles {
+        /// The cap.
+        limit: usize,
     },
     /// It ran past its deadline.
     #[error("time limit exceeded")]

@@ -7,7 +7,8 @@
 //! - [`cache`]: compiled programs by content hash, in memory and on disk;
 //! - [`process`]: the handle on a running cell, and how a cell ended;
 //! - [`stdio`]: standard streams, pipes between cells, prefixed service output;
-//! - `host`: the `ww:host/executor` interface a cell uses to spawn children.
+//! - `host`: the `ww:host/executor` interface a cell uses to spawn children;
+//! - [`host_output`]: the host's stdout and stderr, written off the executor's thread.
 //!
 //! Architecture invariant: everything that runs wasm goes through [`Executor::spawn`], so
 //! every cell gets the same limits enforcement, the same yielding to other cells, and the
@@ -17,6 +18,7 @@ pub mod budget;
 pub mod cache;
 pub mod cell;
 pub(crate) mod host;
+pub mod host_output;
 pub mod limits;
 pub mod process;
 pub mod stdio;

@@ -32,13 +32,17 @@ pub enum Exit {
 impl Exit {
     /// The status `ww` exits with when pid0 ends like this: its own code; 124 for its time
     /// limit (as `timeout(1)`), 134 for a trap (128 + SIGABRT, as `wasmtime run`), 135 for
-    /// its memory limit (or the node's), 136 for its fuel, 137 when killed (128 + SIGKILL).
+    /// its memory limit (or the node's, or its handle cap: host memory too), 136 for its fuel, 137 when killed (128 + SIGKILL).
     pub fn status(&self) -> u8 {
         match self {
             Exit::Code(code) => *code,
             Exit::Limit(LimitExceeded::Time) => 124,
             Exit::Trap { .. } => 134,
-            Exit::Limit(LimitExceeded::Memory { .. } | LimitExceeded::NodeMemory { .. }) => 135,
+            Exit::Limit(
+                LimitExceeded::Memory { .. }
+                | LimitExceeded::NodeMemory { .. }
+                | LimitExceeded::Handles { .. },
+            ) => 135,
             Exit::Limit(LimitExceeded::Fuel) => 136,
             Exit::Killed => 137,
         }

@@ -4,15 +4,21 @@
 //! A child that inherits a stream gets its parent's stream itself (which may be a pipe), as
 //! a Unix child would: a pipe reaches end of stream only when every cell holding its write
 //! end has ended.
+//!
+//! Nothing here writes to the host's stdout or stderr on the executor's thread: those may be
+//! pipes nobody reads, and a write blocked there would stop the node (see
+//! [`super::host_output`]).
 
-use std::io::Write as _;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt as _, BufReader, DuplexStream};
 use wasmtime_wasi::WasiCtxBuilder;
-use wasmtime_wasi::cli::{AsyncStdinStream, AsyncStdoutStream, StdinStream, StdoutStream};
+use wasmtime_wasi::cli::{AsyncStdinStream, StdinStream, StdoutStream};
 use wasmtime_wasi::p2::pipe::{AsyncReadStream, AsyncWriteStream};
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
+
+use super::host_output::{HostStream, PipeOutput, Sink};
 
 /// Bytes buffered in one pipe between cells.
 const PIPE_CAPACITY: usize = 64 * 1024;
@@ -60,8 +66,8 @@ impl Stdio {
     pub fn host() -> Stdio {
         Stdio {
             stdin: Arc::new(HostStdin),
-            stdout: Arc::new(wasmtime_wasi::cli::stdout()),
-            stderr: Arc::new(wasmtime_wasi::cli::stderr()),
+            stdout: Arc::new(HostStream::Stdout),
+            stderr: Arc::new(HostStream::Stderr),
             own_buffers: 0,
         }
     }
@@ -97,7 +103,9 @@ impl Stdio {
                     Request::Pipe => {
                         let (child, parent) = tokio::io::duplex(PIPE_CAPACITY);
                         *end = Some(Box::new(AsyncReadStream::new(parent)));
-                        Arc::new(AsyncStdoutStream::new(PIPE_CAPACITY, child))
+                        // A view per cell: a child inheriting this pipe must not share
+                        // one locked stream with it (see host_output).
+                        Arc::new(PipeOutput(Sink::pipe(child, PIPE_CAPACITY)))
                     }
                 }
             };
@@ -185,23 +193,45 @@ fn prefix_lines(name: &str, to_stderr: bool) -> Output {
     let prefix = format!("[{name}] ");
     let service = name.to_owned();
     tokio::spawn(async move {
-        let write = |line: &[u8]| {
-            // One write per line, so lines of different services never interleave.
-            let result = if to_stderr {
-                std::io::stderr().lock().write_all(line)
+        // Through tokio's handles, never `std::io` here: a host stdout nobody reads must
+        // stop this service's output, not the executor's thread.
+        let mut out = ServiceOutput {
+            sink: Sink::of(if to_stderr {
+                HostStream::Stderr
             } else {
-                std::io::stdout().lock().write_all(line)
-            };
-            if let Err(e) = result {
-                tracing::debug!(service = %service, error = %e, "service output lost");
-            }
+                HostStream::Stdout
+            }),
+            service,
         };
-        copy_prefixed(parent, prefix.as_bytes(), write).await;
+        copy_prefixed(parent, prefix.as_bytes(), &mut out).await;
     });
-    Arc::new(AsyncStdoutStream::new(PIPE_CAPACITY, child))
+    Arc::new(PipeOutput(Sink::pipe(child, PIPE_CAPACITY)))
 }
 
-/// Reads `input` to its end, handing `write` each line with `prefix` before it and a
+/// Where [`copy_prefixed`] puts each line.
+trait Lines {
+    /// Takes one whole line.
+    fn line(&mut self, line: &[u8]) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// A service's lines, each queued whole to the host's stream: one write under std's lock,
+/// so the lines of different services never interleave.
+struct ServiceOutput {
+    sink: Arc<Sink>,
+    service: String,
+}
+
+impl Lines for ServiceOutput {
+    async fn line(&mut self, line: &[u8]) {
+        // A line that cannot be written is lost, and the service's output still drained:
+        // the host's stream failing must not stop the service.
+        if !self.sink.write_all(Bytes::copy_from_slice(line)).await {
+            tracing::debug!(service = %self.service, "service output lost");
+        }
+    }
+}
+
+/// Reads `input` to its end, handing `out` each line with `prefix` before it and a
 /// newline after it, never more than [`MAX_LINE`] bytes of input to a line: a longer one is
 /// cut there and goes on as a new line. A last line without a newline gets one.
 ///
@@ -209,7 +239,7 @@ fn prefix_lines(name: &str, to_stderr: bool) -> Output {
 async fn copy_prefixed(
     input: impl tokio::io::AsyncRead + Unpin,
     prefix: &[u8],
-    mut write: impl FnMut(&[u8]),
+    out: &mut impl Lines,
 ) {
     let mut reader = BufReader::with_capacity(PIPE_CAPACITY, input);
     // The line being gathered, prefix included: at most prefix + MAX_LINE + newline.
@@ -242,13 +272,13 @@ async fn copy_prefixed(
             if cut {
                 line.push(b'\n');
             }
-            write(&line);
+            out.line(&line).await;
             line.truncate(prefix.len());
         }
     }
     if line.len() > prefix.len() {
         line.push(b'\n');
-        write(&line);
+        out.line(&line).await;
     }
 }
 
@@ -270,11 +300,20 @@ mod tests {
                     tx.write_all(piece).await.unwrap();
                 }
             });
-            let mut out = Vec::new();
-            copy_prefixed(rx, b"[s] ", |l: &[u8]| out.push(l.to_vec())).await;
+            let mut out = Lines(Vec::new());
+            copy_prefixed(rx, b"[s] ", &mut out).await;
             feed.await.unwrap();
-            out
+            out.0
         })
+    }
+
+    /// Each line it is given.
+    struct Lines(Vec<Vec<u8>>);
+
+    impl super::Lines for Lines {
+        async fn line(&mut self, line: &[u8]) {
+            self.0.push(line.to_vec());
+        }
     }
 
     fn line(body: &[u8]) -> Vec<u8> {

@@ -254,9 +254,12 @@ fn set_status(mut status: exit_status::Builder<'_>, exit: &Exit) {
         Exit::Code(code) => status.set_exited(*code),
         Exit::Trap { message, .. } => status.set_trapped(message.as_str()),
         Exit::Killed => status.set_killed(()),
-        Exit::Limit(LimitExceeded::Memory { .. } | LimitExceeded::NodeMemory { .. }) => {
-            status.set_limit_exceeded(Limit::Memory)
-        }
+        // The handle cap bounds host memory: reported as the memory limit.
+        Exit::Limit(
+            LimitExceeded::Memory { .. }
+            | LimitExceeded::NodeMemory { .. }
+            | LimitExceeded::Handles { .. },
+        ) => status.set_limit_exceeded(Limit::Memory),
         Exit::Limit(LimitExceeded::Time) => status.set_limit_exceeded(Limit::Time),
         Exit::Limit(LimitExceeded::Fuel) => status.set_limit_exceeded(Limit::Fuel),
     }

@@ -9,6 +9,8 @@
 //!   responsiveness (FIFOs, large compiles, signals);
 //! - `jail`: a native program against host files, processes, devices, sockets, mounts,
 //!   ptrace, and ww's own lifetime;
+//! - `budget`: host state outside the node's budget (resource handles, compiled programs)
+//!   and writes to a stdout nobody reads;
 //! - `bounds`: peers that would make ww wait or hold without end: an IPFS daemon that never
 //!   answers, a service that writes one endless line.
 //!
@@ -16,6 +18,7 @@
 //! reason and returns: it is counted as skipped, never as passed.
 
 mod bounds;
+mod budget;
 mod exhaust;
 mod jail;
 mod swap;
