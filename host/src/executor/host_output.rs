@@ -9,9 +9,9 @@
 //!
 //! What the host holds for this is bounded whatever cells do: the queue's bytes by
 //! [`QUEUED_BYTES`] (shared by every writer), one blocking thread per host stream, and per
-//! stream a cell opened at most one pending flush (a few words), the streams themselves
-//! bounded by the cell's handle cap. One queue keeps the order writes were made in, across
-//! cells and services, as writing in place did.
+//! stream a cell opened one chunk of room taken ahead, the streams themselves bounded by the
+//! cell's handle cap. A flush completes once the bytes are queued. One queue keeps the order
+//! writes were made in, across cells and services, as writing in place did.
 //!
 //! A pipe to a parent (or a service's line buffer) is a [`Sink`] too, drained by a task:
 //! every cell writing to it (a child inheriting it shares it) has a view of its own, so a
@@ -23,12 +23,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 
 /// Bytes queued for one host stream, all writers together, before writers wait.
 const QUEUED_BYTES: usize = 1 << 20;
+
+/// The most the writer thread gathers into one write.
+const BATCH: usize = 64 << 10;
 
 /// The most a cell writes in one `write` (what `check-write` grants at once; WASI's
 /// `blocking-write-and-flush` takes at most 4096 bytes).
@@ -47,8 +50,6 @@ pub enum HostStream {
 enum Job {
     /// Write these bytes; the permit is the room they take in the queue.
     Write(Bytes, OwnedSemaphorePermit),
-    /// Flush, then answer.
-    Flush(oneshot::Sender<()>),
     /// Flush, then answer a thread that is not in the runtime ([`drain`]).
     Drain(std::sync::mpsc::Sender<()>),
 }
@@ -109,11 +110,6 @@ impl Sink {
             while let Some(job) = queue.recv().await {
                 let result = match job {
                     Job::Write(bytes, _room) => writer.write_all(&bytes).await,
-                    Job::Flush(done) => {
-                        let result = writer.flush().await;
-                        let _ = done.send(());
-                        result
-                    }
                     Job::Drain(done) => {
                         let result = writer.flush().await;
                         let _ = done.send(());
@@ -139,12 +135,31 @@ impl Sink {
         let broken = Arc::new(AtomicBool::new(false));
         let failed = broken.clone();
         let work = move || {
-            while let Some(job) = queue.blocking_recv() {
+            // Writes queued meanwhile are gathered into one (up to BATCH bytes): cells write
+            // in 4 KiB chunks, and one syscall per chunk halved the throughput of a pipe.
+            let mut batch: Vec<u8> = Vec::with_capacity(BATCH);
+            let mut next = queue.blocking_recv();
+            while let Some(job) = next.take() {
                 let result = match job {
-                    Job::Write(bytes, _room) => write(stream, |out| write_all(out, &bytes)),
-                    Job::Flush(done) => {
-                        let result = write(stream, flush);
-                        let _ = done.send(());
+                    Job::Write(bytes, room) => {
+                        batch.clear();
+                        batch.extend_from_slice(&bytes);
+                        let mut rooms = vec![room];
+                        while batch.len() < BATCH {
+                            match queue.try_recv() {
+                                Ok(Job::Write(more, room)) => {
+                                    batch.extend_from_slice(&more);
+                                    rooms.push(room);
+                                }
+                                Ok(other) => {
+                                    next = Some(other);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        let result = write(stream, |out| write_all(out, &batch));
+                        drop(rooms);
                         result
                     }
                     Job::Drain(done) => {
@@ -157,6 +172,9 @@ impl Sink {
                     && !failed.swap(true, Ordering::Relaxed)
                 {
                     tracing::debug!(stream = ?stream, error = %e, "host output lost");
+                }
+                if next.is_none() {
+                    next = queue.blocking_recv();
                 }
             }
         };
@@ -280,33 +298,16 @@ impl StdoutStream for PipeOutput {
     }
 }
 
-/// One cell's stream to a sink: room for one chunk taken ahead (what `check-write`
-/// granted), and the flush it waits for, if any.
+/// One cell's stream to a sink, with room for one chunk taken ahead (what `check-write`
+/// granted).
 struct CellOutput {
     sink: Arc<Sink>,
     room: Option<OwnedSemaphorePermit>,
-    flushing: Option<oneshot::Receiver<()>>,
 }
 
 impl CellOutput {
     fn new(sink: Arc<Sink>) -> CellOutput {
-        CellOutput {
-            sink,
-            room: None,
-            flushing: None,
-        }
-    }
-
-    /// Whether a flush is still pending (a finished one is forgotten).
-    fn flush_pending(&mut self) -> bool {
-        match self.flushing.as_mut().map(oneshot::Receiver::try_recv) {
-            Some(Err(oneshot::error::TryRecvError::Empty)) => true,
-            Some(_) => {
-                self.flushing = None;
-                false
-            }
-            None => false,
-        }
+        CellOutput { sink, room: None }
     }
 }
 
@@ -331,27 +332,19 @@ impl OutputStream for CellOutput {
     }
 
     fn flush(&mut self) -> StreamResult<()> {
+        // Queued is flushed: the queue is the host's, as a pipe's buffer is the kernel's,
+        // and it is bounded and drained (at exit too, by `drain`). Waiting here for the
+        // writer to reach the descriptor made every 4 KiB `blocking-write-and-flush` a
+        // round trip through the writer's thread.
         if self.sink.is_broken() {
             return Err(StreamError::Closed);
         }
-        if self.flush_pending() {
-            return Ok(());
-        }
-        let (done, flushing) = oneshot::channel();
-        self.sink
-            .jobs
-            .send(Job::Flush(done))
-            .map_err(|_| StreamError::Closed)?;
-        self.flushing = Some(flushing);
         Ok(())
     }
 
     fn check_write(&mut self) -> StreamResult<usize> {
         if self.sink.is_broken() {
             return Err(StreamError::Closed);
-        }
-        if self.flush_pending() {
-            return Ok(0);
         }
         if self.room.is_none() {
             self.room = self
@@ -368,9 +361,6 @@ impl OutputStream for CellOutput {
 #[wasmtime_wasi::async_trait]
 impl Pollable for CellOutput {
     async fn ready(&mut self) {
-        if let Some(flushing) = self.flushing.take() {
-            let _ = flushing.await;
-        }
         if self.room.is_none() && !self.sink.is_broken() {
             self.room = self
                 .sink
