@@ -6,11 +6,15 @@
 //! - `wasi`: mutating WASI calls through read-only grants and the image root, symlinks,
 //!   hard links, `..`, and a child asking for more than its parent;
 //! - `jail`: a native program against host files, processes, devices, sockets, mounts,
-//!   ptrace, and ww's own lifetime.
+//!   ptrace, and ww's own lifetime;
+//! - `flood`: Cap'n Proto clients that announce huge messages, dribble them, pipeline calls
+//!   and never read the replies, or open more connections than the socket serves, against
+//!   ww's resident memory and its service to an honest client.
 //!
 //! A test that needs a kernel feature this machine lacks calls `support::skip` with the
 //! reason and returns: it is counted as skipped, never as passed.
 
+mod flood;
 mod jail;
 mod swap;
 mod wasi;
