@@ -36,7 +36,8 @@
 //! [`MAX_CALLS_IN_FLIGHT`] calls (a `ByteStream.read` replies with 64 KiB at most).
 //!
 //! Everything runs on the RPC system's thread (capnp-rpc is `!Send`): the reader, the writer
-//! and the task that writes to the socket ([`split`]'s third part) share one `Rc<RefCell<_>>`.
+//! and the pump, the task that writes what the socket did not take at once ([`split`]'s
+//! third part), share one `Rc<RefCell<_>>`.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -50,7 +51,7 @@ use std::time::Duration;
 
 use capnp::Word;
 use capnp_rpc::rpc_capnp::{cap_descriptor, message, message_target};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 
 use super::server::{MAX_MESSAGE_WORDS, reader_options};
@@ -409,6 +410,8 @@ struct Conn {
     stalled: bool,
     reader: Option<Waker>,
     pump: Option<Waker>,
+    /// The socket's write side, until the pump closes it.
+    sink: Option<Sink>,
 }
 
 impl Conn {
@@ -751,7 +754,8 @@ impl<R> std::fmt::Debug for FlowReader<R> {
 }
 
 /// The write side of a connection under flow control, as capnp-rpc writes it: every write is
-/// accepted and queued for the pump, whole frame by whole frame.
+/// accepted and queued, whole frame by whole frame; a flush writes what the socket takes and
+/// leaves the rest to the pump.
 pub struct FlowWriter {
     conn: Rc<RefCell<Conn>>,
     /// The segment table of the frame being written, until it is whole.
@@ -782,7 +786,7 @@ pub fn split<S>(
     impl Future<Output = ()>,
 )
 where
-    S: AsyncRead + AsyncWrite,
+    S: AsyncRead + AsyncWrite + 'static,
 {
     let (read, write) = tokio::io::split(stream);
     let conn = Rc::new(RefCell::new(Conn {
@@ -798,6 +802,7 @@ where
         stalled: false,
         reader: None,
         pump: None,
+        sink: Some(Box::pin(write)),
     }));
     let reader = FlowReader {
         source: Source {
@@ -814,7 +819,7 @@ where
         head: Vec::new(),
         frame: None,
     };
-    (reader, writer, pump(conn, write))
+    (reader, writer, pump(conn))
 }
 
 impl<R: AsyncRead + Unpin> FlowReader<R> {
@@ -1018,12 +1023,13 @@ impl FlowWriter {
             conn.answered(answer);
         }
         conn.unsent += frame.total;
+        // No need to wake the pump: capnp-rpc flushes after every message, and the flush
+        // writes (or wakes the pump for what the socket does not take).
         conn.outbox.push_back(OutFrame {
             frame,
             written: 0,
             answer,
         });
-        conn.wake_pump();
     }
 
     fn close(&mut self) {
@@ -1077,11 +1083,22 @@ impl futures::io::AsyncWrite for FlowWriter {
         }
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // Queued is as good as flushed: the pump writes on; the reader counts what is left.
-        match self.conn.borrow().failed {
-            Some(kind) => Poll::Ready(Err(io::Error::new(kind, "writing to the peer failed"))),
-            None => Poll::Ready(Ok(())),
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Write what the socket takes now, saving the pump a turn; queued is as good as
+        // flushed for the rest, which the pump writes (the reader counts it meanwhile).
+        let mut conn = self.conn.borrow_mut();
+        match drain(&mut conn, cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => {
+                conn.fail(e.kind());
+                conn.wake_pump();
+                Poll::Ready(Err(e))
+            }
+            Poll::Pending => {
+                // The socket will wake this task, not the pump: have the pump poll it again.
+                conn.wake_pump();
+                Poll::Ready(Ok(()))
+            }
         }
     }
 
@@ -1097,61 +1114,78 @@ impl Drop for FlowWriter {
     }
 }
 
-/// Writes the frames capnp-rpc wrote to the socket, and notes each `Return` the socket takes.
-async fn pump<W: AsyncWrite + Unpin>(conn: Rc<RefCell<Conn>>, mut inner: W) {
-    let mut linger = None;
-    let outcome = std::future::poll_fn(|cx| drive(&conn, &mut inner, &mut linger, cx)).await;
-    match outcome {
-        Ok(()) => {
-            let _ = tokio::time::timeout(LINGER, inner.shutdown()).await;
+/// The socket's write side.
+type Sink = Pin<Box<dyn AsyncWrite>>;
+
+/// Writes queued frames to the socket until it takes no more (`Pending`) or all are written
+/// and flushed, noting each `Return` the socket takes.
+fn drain(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    if let Some(kind) = conn.failed {
+        return Poll::Ready(Err(kind.into()));
+    }
+    let Some(mut sink) = conn.sink.take() else {
+        return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
+    };
+    let polled = drain_into(conn, &mut sink, cx);
+    conn.sink = Some(sink);
+    polled
+}
+
+fn drain_into(conn: &mut Conn, sink: &mut Sink, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    loop {
+        let Some(front) = conn.outbox.front_mut() else {
+            return sink.as_mut().poll_flush(cx);
+        };
+        let bytes = &front.frame.bytes()[front.written..];
+        let n = match ready!(sink.as_mut().poll_write(cx, bytes))? {
+            0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            n => n,
+        };
+        front.written += n;
+        let done = front.written == front.frame.total;
+        conn.unsent = conn.unsent.saturating_sub(n);
+        if done
+            && let Some(out) = conn.outbox.pop_front()
+            && let Some(answer) = out.answer
+        {
+            conn.delivered(answer);
         }
-        Err(e) => {
-            tracing::debug!(peer = %conn.borrow().label, "writing to the Cap'n Proto peer: {e}");
-            conn.borrow_mut().fail(e.kind());
+        if conn.stalled {
+            conn.wake_reader();
         }
     }
 }
 
-/// One turn of the pump: `Ready` once capnp-rpc is done and everything is written, or when
-/// writing fails or lingers too long.
-fn drive<W: AsyncWrite + Unpin>(
-    conn: &Rc<RefCell<Conn>>,
-    inner: &mut W,
-    linger: &mut Option<Pin<Box<tokio::time::Sleep>>>,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<()>> {
-    let mut conn = conn.borrow_mut();
-    loop {
-        let Some(front) = conn.outbox.front_mut() else {
-            if Pin::new(&mut *inner).poll_flush(cx)?.is_pending() {
-                return lingered(&conn, linger, cx);
+/// Writes what the socket did not take when capnp-rpc flushed, and notes each `Return` it
+/// takes; ends once capnp-rpc is done and everything is written, when writing fails, or
+/// after [`LINGER`] past the end, then closes the socket's write side.
+async fn pump(conn: Rc<RefCell<Conn>>) {
+    let mut linger = None;
+    let outcome = std::future::poll_fn(|cx| {
+        let mut conn = conn.borrow_mut();
+        match drain(&mut conn, cx) {
+            Poll::Ready(Ok(())) if conn.closed => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Ready(Ok(())) | Poll::Pending => {
+                // Woken by the socket, or by the writer when it queues (or tried itself and
+                // took the socket's wakeup).
+                conn.pump = Some(cx.waker().clone());
+                lingered(&conn, &mut linger, cx)
             }
-            if conn.closed {
-                return Poll::Ready(Ok(()));
-            }
-            conn.pump = Some(cx.waker().clone());
-            return Poll::Pending;
-        };
-        let bytes = &front.frame.bytes()[front.written..];
-        match Pin::new(&mut *inner).poll_write(cx, bytes) {
-            Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-            Poll::Ready(Ok(n)) => {
-                front.written += n;
-                let done = front.written == front.frame.total;
-                conn.unsent = conn.unsent.saturating_sub(n);
-                if done
-                    && let Some(out) = conn.outbox.pop_front()
-                    && let Some(answer) = out.answer
-                {
-                    conn.delivered(answer);
-                }
-                if conn.stalled {
-                    conn.wake_reader();
-                }
-            }
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => return lingered(&conn, linger, cx),
         }
+    })
+    .await;
+    if let Err(e) = outcome {
+        tracing::debug!(peer = %conn.borrow().label, "writing to the Cap'n Proto peer: {e}");
+        conn.borrow_mut().fail(e.kind());
+    }
+    let sink = conn.borrow_mut().sink.take();
+    if let Some(mut sink) = sink {
+        let _ = tokio::time::timeout(
+            LINGER,
+            std::future::poll_fn(|cx| sink.as_mut().poll_shutdown(cx)),
+        )
+        .await;
     }
 }
 
