@@ -12,7 +12,11 @@
 //!   every call on a stale session's capabilities;
 //! - `node`: Membrane (with pid0's exports), StatusPoller and Host (whose `connect` dials
 //!   a peer through [`crate::net`]); `process`: Executor, Process, ByteStream;
-//! - [`socket`]: `ww run --rpc-socket PATH`.
+//! - [`socket`]: `ww run --rpc-socket PATH`, at most [`socket::MAX_CONNECTIONS`] clients at
+//!   a time;
+//! - [`flow`]: flow control under every connection: frames checked from their headers and
+//!   buffered within a node-wide budget, calls in flight and unsent replies bounded per
+//!   connection, so that no peer can make the node queue without bound.
 //!
 //! A client grafts onto the Membrane (the bootstrap capability) to get a Session: the epoch
 //! it was issued in, Host, Executor and a StatusPoller. After [`Epoch::advance`] (SIGHUP to
@@ -24,6 +28,7 @@
 //! only [`RpcServer`] and [`Epoch`] cross threads.
 
 pub mod epoch;
+pub mod flow;
 mod node;
 mod process;
 pub mod schema;

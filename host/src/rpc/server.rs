@@ -13,10 +13,10 @@ use capnp::message::ReaderOptions;
 use capnp_rpc::{RpcSystem, rpc_twoparty_capnp::Side, twoparty};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
-use tokio_util::compat::{TokioAsyncReadCompatExt as _, TokioAsyncWriteCompatExt as _};
 
 use super::RpcError;
 use super::epoch::Epoch;
+use super::flow::{self, Budget, Limits};
 use super::node::{ExecutorGrant, Exported, MembraneServer, Node, NodeState};
 use super::schema::membrane_capnp::membrane;
 use crate::executor::limits::MAX_PROGRAM_BYTES;
@@ -24,7 +24,8 @@ use crate::net::{Network, PeerStream};
 
 /// The largest message a peer may send, in 8-byte words: room for a program of the largest
 /// size a spawn accepts (64 MiB) plus 1 MiB of everything else. A larger message ends that
-/// peer's connection, and only that one, before it is read into memory.
+/// peer's connection, and only that one, from its header ([`flow`] reads it), before any of
+/// it is read into memory.
 pub const MAX_MESSAGE_WORDS: usize = ((MAX_PROGRAM_BYTES as usize) + (1 << 20)) / 8;
 
 /// The deepest nesting of structs and lists a peer's message may have.
@@ -171,18 +172,23 @@ async fn accept(node: Node, mut incoming: mpsc::UnboundedReceiver<Incoming>) {
     }
 }
 
-/// A Cap'n Proto two-party network on `stream`, reading with [`reader_options`].
-fn vat_network<S>(stream: S, side: Side) -> twoparty::VatNetwork<impl futures::AsyncRead + Unpin>
+/// A Cap'n Proto two-party network on `stream`, under [`flow`] control with the node's
+/// limits and budget, reading with [`reader_options`]; `peer` names the other end in logs.
+/// Every connection the node serves or dials is made here. Must be called on the RPC
+/// system's thread: it spawns the task that writes to `stream` there.
+fn vat_network<S>(
+    stream: S,
+    side: Side,
+    peer: String,
+) -> twoparty::VatNetwork<impl futures::AsyncRead + Unpin>
 where
     S: AsyncRead + AsyncWrite + 'static,
 {
-    let (reader, writer) = tokio::io::split(stream);
-    twoparty::VatNetwork::new(
-        futures::io::BufReader::new(reader.compat()),
-        futures::io::BufWriter::new(writer.compat_write()),
-        side,
-        reader_options(),
-    )
+    // No buffering around these: the flow reader hands over whole frames from memory, and
+    // the flow writer queues every write.
+    let (reader, writer, pump) = flow::split(stream, peer, Limits::default(), Budget::node());
+    tokio::task::spawn_local(pump);
+    twoparty::VatNetwork::new(reader, writer, side, reader_options())
 }
 
 /// One peer's connection, to its end. With `exported`, the peer's bootstrap capability is
@@ -194,7 +200,7 @@ async fn connection(
     exported: Option<Exported>,
 ) {
     tracing::debug!(connection = id, "Cap'n Proto peer connected");
-    let network = vat_network(stream, Side::Server);
+    let network = vat_network(stream, Side::Server, format!("connection {id}"));
     let mut system = RpcSystem::new(Box::new(network), Some(membrane.client));
     if let Some(exported) = &exported {
         let theirs: membrane::Client = system.bootstrap(Side::Client);
@@ -224,7 +230,7 @@ async fn connection(
 /// opened), as the client side of a connection of its own, run on the local set until the
 /// peer ends it. Must be called on the RPC system's thread.
 pub(crate) fn dial_membrane(peer: String, stream: PeerStream) -> membrane::Client {
-    let network = vat_network(stream, Side::Client);
+    let network = vat_network(stream, Side::Client, peer.clone());
     let mut system = RpcSystem::new(Box::new(network), None);
     let membrane: membrane::Client = system.bootstrap(Side::Server);
     tokio::task::spawn_local(async move {

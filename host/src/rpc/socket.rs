@@ -5,14 +5,31 @@
 //! sets the socket's mode to 0600, then renames it to PATH, refusing to replace anything
 //! (`renameat2(RENAME_NOREPLACE)`). When the `RpcSocket` drops, PATH is removed, if it is
 //! still this socket.
+//!
+//! At most [`MAX_CONNECTIONS`] clients are served at a time. A connection past that is
+//! accepted and closed at once (the client reads end of stream at its first read, and a
+//! debug line is logged): a client learns it was refused instead of waiting in the kernel's
+//! backlog for a slot that may never free, and nothing of it is kept. Only the node's own
+//! user can connect (mode 0600), so filling the slots is denying the node to oneself.
 
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::os::unix::net::UnixListener as StdListener;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::UnixStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::RpcError;
 use super::server::RpcServer;
+
+/// The most `--rpc-socket` clients served at once; each also has its own flow limits
+/// (`rpc::flow`).
+pub const MAX_CONNECTIONS: usize = 64;
 
 /// A listening Unix socket at a path, removed on drop.
 #[derive(Debug)]
@@ -77,7 +94,8 @@ impl RpcSocket {
     }
 
     /// Accepts connections, from a task on the current tokio runtime, and hands each to
-    /// `server`, until the server stops. Call once; later calls do nothing.
+    /// `server`, until the server stops; past [`MAX_CONNECTIONS`] at once, a new connection
+    /// is closed as soon as it is accepted. Call once; later calls do nothing.
     pub fn serve(&mut self, server: RpcServer) -> Result<(), RpcError> {
         let Some(listener) = self.listener.take() else {
             return Ok(());
@@ -87,11 +105,26 @@ impl RpcSocket {
                 path: self.path.clone(),
                 source,
             })?;
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         tokio::spawn(async move {
             loop {
                 match listener.accept().await {
                     Ok((stream, _)) => {
-                        if server.serve(stream).is_err() {
+                        let Ok(slot) = slots.clone().try_acquire_owned() else {
+                            tracing::debug!(
+                                max = MAX_CONNECTIONS,
+                                "--rpc-socket: refused a connection: too many clients"
+                            );
+                            drop(stream);
+                            continue;
+                        };
+                        if server
+                            .serve(Client {
+                                stream,
+                                _slot: slot,
+                            })
+                            .is_err()
+                        {
                             break;
                         }
                     }
@@ -104,6 +137,40 @@ impl RpcSocket {
             }
         });
         Ok(())
+    }
+}
+
+/// A client's connection, holding its slot until the connection is dropped.
+struct Client {
+    stream: UnixStream,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Client {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Client {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
 

@@ -306,12 +306,16 @@ pub fn venv_python() -> Option<PathBuf> {
     python.exists().then_some(python)
 }
 
+/// A field of /proc/`pid`/status in KiB (`VmRSS:`, `VmHWM:`), if the process still runs.
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// The resident memory of process `pid` now, in bytes (`VmRSS`), if it still runs.
 pub fn rss(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    Some(status_kib(pid, "VmRSS:")? * 1024)
 }
 
 /// Samples a process's resident memory every 10 ms on a thread of its own, keeping the

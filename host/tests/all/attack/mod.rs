@@ -12,7 +12,10 @@
 //! - `budget`: host state outside the node's budget (resource handles, compiled programs)
 //!   and writes to a stdout nobody reads;
 //! - `bounds`: peers that would make ww wait or hold without end: an IPFS daemon that never
-//!   answers, a service that writes one endless line.
+//!   answers, a service that writes one endless line;
+//! - `flood`: Cap'n Proto clients that announce huge messages, dribble them, pipeline calls
+//!   and never read the replies, or open more connections than the socket serves, against
+//!   ww's resident memory and its service to an honest client.
 //!
 //! A test that needs a kernel feature this machine lacks calls `support::skip` with the
 //! reason and returns: it is counted as skipped, never as passed.
@@ -20,6 +23,7 @@
 mod bounds;
 mod budget;
 mod exhaust;
+mod flood;
 mod jail;
 mod swap;
 mod wasi;
