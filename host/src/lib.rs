@@ -13,7 +13,8 @@
 //! - [`boot`] starts an image's services beside pid0;
 //! - [`units`] parses sizes and durations;
 //! - [`ipfs`] fetches `/ipfs` and `/ipns` images (verified against their CIDs, cached on
-//!   disk) and adds content for `ww export` (it uses nothing else in the crate);
+//!   disk) and adds content for `ww export` (it uses only `capped`, the size accounting its
+//!   cache shares with the compile cache);
 //! - [`native`] finds native programs (ELF, `#!`, Go-style `bin/{os}_{arch}/`) and runs them
 //!   as jailed subprocesses (it uses only `fds`);
 //! - [`net`] is the node's libp2p swarm: its identity, `boot/` peers, and the `/ww/0.1.0`
@@ -21,14 +22,16 @@
 //! - [`rpc`] serves the node over Cap'n Proto: the schemas, the membrane and its epoch,
 //!   Host/Executor/Process/ByteStream, `--rpc-socket` and `/ww/0.1.0` streams.
 //!
-//! Dependencies: `boot` uses `executor`, `image` and `caps`; `executor` uses `caps` and
-//! `wasm`; `rpc` uses `executor`, `caps` and `net`; `caps` uses `fds`, `ipfs` and `net`; `image`, `wasm`, `caps` and `units` use
-//! nothing else in the crate. See ARCHITECTURE.md.
+//! Dependencies: `boot` uses `executor`, `image` and `caps`; `executor` uses `caps`, `wasm`
+//! and `capped` (the size accounting shared with `ipfs`'s cache); `rpc` uses `executor`,
+//! `caps` and `net`; `caps` uses `fds`, `ipfs` and `net`; `ipfs` uses only `capped`; `image`,
+//! `wasm`, `capped` and `units` use nothing else in the crate. See ARCHITECTURE.md.
 
 #![deny(missing_docs)]
 
 mod bindings;
 pub mod boot;
+mod capped;
 pub mod caps;
 pub mod executor;
 pub mod fds;

@@ -20,13 +20,14 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use cid::Cid;
 use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags};
 
 use super::IpfsError;
+use crate::capped::{Tally, TallyError};
 
 /// The default cap on the cache's size: 2 GiB.
 pub const DEFAULT_MAX: u64 = 2 << 30;
@@ -50,17 +51,7 @@ pub struct Cache {
     dir: PathBuf,
     /// Whether `dir` was created or checked (and how that failed), once.
     checked: Arc<OnceLock<Result<(), (&'static str, String)>>>,
-    max: u64,
-    tally: Arc<Mutex<Tally>>,
-}
-
-/// What this process knows of the size of the cache.
-#[derive(Debug, Default)]
-struct Tally {
-    /// The size at the last walk plus what was fetched since; `None` before any walk.
-    total: Option<u64>,
-    /// Fetches since the last walk.
-    puts: u32,
+    tally: Arc<Tally>,
 }
 
 /// Holds an entry in use: no `ww` evicts it while this lives.
@@ -103,14 +94,16 @@ impl Cache {
         Cache {
             dir: dir.to_path_buf(),
             checked: Arc::new(OnceLock::new()),
-            max: DEFAULT_MAX,
-            tally: Arc::new(Mutex::new(Tally::default())),
+            tally: Arc::new(Tally::new(DEFAULT_MAX, RESCAN_EVERY)),
         }
     }
 
     /// The same cache, holding at most `max` bytes.
     pub fn with_max(self, max: u64) -> Cache {
-        Cache { max, ..self }
+        Cache {
+            tally: Arc::new(Tally::new(max, RESCAN_EVERY)),
+            ..self
+        }
     }
 
     /// Creates `dir` when missing and checks that it is ours and private, once.
@@ -196,42 +189,27 @@ impl Cache {
 
     /// Counts `size` more bytes, evicting (never `name`, just stored) past the cap.
     fn account(&self, name: &str, size: u64) {
-        let mut tally = self
-            .tally
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        tally.puts += 1;
-        let total = match tally.total {
-            Some(total) if tally.puts < RESCAN_EVERY => total.saturating_add(size),
-            _ => {
-                tally.puts = 0;
-                match usage(&self.dir) {
-                    Ok(usage) => usage.bytes,
-                    Err(e) => {
-                        tracing::warn!(dir = %self.dir.display(), "cannot size the IPFS cache: {e}");
-                        return;
-                    }
-                }
-            }
+        let evict = |target: u64| {
+            let pruned = prune(&self.dir, target, Some(name))?;
+            tracing::debug!(
+                evicted = pruned.removed.entries,
+                evicted_bytes = pruned.removed.bytes,
+                remaining_bytes = pruned.remaining.bytes,
+                in_use = pruned.in_use,
+                max = self.tally.max(),
+                "evicted IPFS content from the cache"
+            );
+            Ok(pruned.remaining.bytes)
         };
-        tally.total = Some(total);
-        if total <= self.max {
-            return;
-        }
-        match prune(&self.dir, self.max - self.max / 10, Some(name)) {
-            Ok(pruned) => {
-                tally.puts = 0;
-                tally.total = Some(pruned.remaining.bytes);
-                tracing::debug!(
-                    evicted = pruned.removed.entries,
-                    evicted_bytes = pruned.removed.bytes,
-                    remaining_bytes = pruned.remaining.bytes,
-                    in_use = pruned.in_use,
-                    max = self.max,
-                    "evicted IPFS content from the cache"
-                );
+        match self
+            .tally
+            .add(size, || usage(&self.dir).map(|u| u.bytes), evict)
+        {
+            Ok(()) => {}
+            Err(TallyError::Scan(e)) => {
+                tracing::warn!(dir = %self.dir.display(), "cannot size the IPFS cache: {e}")
             }
-            Err(e) => {
+            Err(TallyError::Evict(e)) => {
                 tracing::warn!(dir = %self.dir.display(), "cannot evict from the IPFS cache: {e}")
             }
         }

@@ -19,10 +19,12 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+
+use crate::capped::{Tally, TallyError};
 
 /// Writes between two scans of the directory, at most: the running total only counts this
 /// process's writes, so it is brought back in step with the directory now and then.
@@ -51,17 +53,7 @@ pub struct Usage {
 pub(super) struct Disk {
     root: PathBuf,
     dir: PathBuf,
-    max: u64,
-    tally: Mutex<Tally>,
-}
-
-/// What this process knows of the size of the disk cache.
-#[derive(Default)]
-struct Tally {
-    /// The size at the last scan plus what was written since; `None` before any scan.
-    total: Option<u64>,
-    /// Writes since the last scan.
-    writes: u32,
+    tally: Tally,
 }
 
 impl Disk {
@@ -85,8 +77,7 @@ impl Disk {
         Some(Disk {
             root: root.to_path_buf(),
             dir,
-            max,
-            tally: Mutex::new(Tally::default()),
+            tally: Tally::new(max, RESCAN_EVERY),
         })
     }
 
@@ -145,43 +136,27 @@ impl Disk {
 
     /// Counts `len` more bytes, evicting (never `name`, just written) past the cap.
     fn account(&self, name: &str, len: u64) {
-        let mut tally = self
-            .tally
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        tally.writes += 1;
-        let total = match tally.total {
-            Some(total) if tally.writes < RESCAN_EVERY => total.saturating_add(len),
-            _ => {
-                tally.writes = 0;
-                match usage(&self.root) {
-                    Ok(usage) => usage.bytes,
-                    Err(e) => {
-                        tracing::warn!(root = %self.root.display(), "cannot size the compile cache: {e}");
-                        return;
-                    }
-                }
-            }
-        };
-        tally.total = Some(total);
-        if total <= self.max {
-            return;
-        }
-        let target = self.max - self.max / 10;
         let keep = self.path(name);
-        match prune(&self.root, target, Some(&keep)) {
-            Ok(pruned) => {
-                tally.writes = 0;
-                tally.total = Some(pruned.remaining.bytes);
-                tracing::debug!(
-                    evicted = pruned.removed.entries,
-                    evicted_bytes = pruned.removed.bytes,
-                    remaining_bytes = pruned.remaining.bytes,
-                    max = self.max,
-                    "evicted compiled programs from the disk cache"
-                );
+        let evict = |target: u64| {
+            let pruned = prune(&self.root, target, Some(&keep))?;
+            tracing::debug!(
+                evicted = pruned.removed.entries,
+                evicted_bytes = pruned.removed.bytes,
+                remaining_bytes = pruned.remaining.bytes,
+                max = self.tally.max(),
+                "evicted compiled programs from the disk cache"
+            );
+            Ok(pruned.remaining.bytes)
+        };
+        match self
+            .tally
+            .add(len, || usage(&self.root).map(|u| u.bytes), evict)
+        {
+            Ok(()) => {}
+            Err(TallyError::Scan(e)) => {
+                tracing::warn!(root = %self.root.display(), "cannot size the compile cache: {e}")
             }
-            Err(e) => {
+            Err(TallyError::Evict(e)) => {
                 tracing::warn!(root = %self.root.display(), "cannot evict from the compile cache: {e}")
             }
         }
