@@ -8,7 +8,7 @@
 //! does the writing; a cell whose output is not taken waits for room in the queue, alone.
 //!
 //! What the host holds for this is bounded whatever cells do: the queue's bytes by
-//! [`QUEUED_BYTES`] (shared by every writer), one blocking thread per host stream, and per
+//! `QUEUED_BYTES` (shared by every writer), one blocking thread per host stream, and per
 //! stream a cell opened one chunk of room taken ahead, the streams themselves bounded by the
 //! cell's handle cap. A flush completes once the bytes are queued. One queue keeps the order
 //! writes were made in, across cells and services, as writing in place did.
