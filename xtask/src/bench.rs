@@ -528,8 +528,8 @@ fn rpc_pycapnp(root: &Path, ww: &Path, testbed: &Path, cache: &Path) -> Result<R
     })
 }
 
-/// A `ww run --rpc-socket` for the libp2p benchmark; killed when dropped.
-struct BenchNode {
+/// A `ww run --rpc-socket` for the libp2p benchmark and the soak; killed when dropped.
+pub(crate) struct BenchNode {
     child: std::process::Child,
     /// Its `/p2p/…`-less listen address and its peer id.
     addr: String,
@@ -537,7 +537,12 @@ struct BenchNode {
 }
 
 impl BenchNode {
-    fn start(
+    /// The node's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub(crate) fn start(
         ww: &Path,
         cache: &Path,
         socket: &Path,

@@ -8,7 +8,7 @@
 //! Defaults: 100,000 spawns and 1,000,000 calls over 100 connections. Not run in CI.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,6 +17,7 @@ use anyhow::{Context as _, Result, bail};
 use capnp_rpc::{RpcSystem, rpc_twoparty_capnp::Side, twoparty};
 use tokio_util::compat::{TokioAsyncReadCompatExt as _, TokioAsyncWriteCompatExt as _};
 
+use crate::bench::BenchNode;
 use crate::rpc::schema::host_capnp::{Stdio as CapStdio, exit_status};
 use crate::rpc::schema::membrane_capnp::membrane;
 use crate::{images, util};
@@ -86,28 +87,15 @@ pub fn run(options: &Options) -> Result<()> {
     let dir = root.join("target/soak");
     std::fs::create_dir_all(&dir)?;
     let socket = dir.join("ww.sock");
-    let _ = std::fs::remove_file(&socket);
 
-    let mut node = Command::new(&ww)
-        .env("WW_CACHE_DIR", &cache)
-        .env_remove("RUST_LOG")
-        .args(["-q", "run", "--rpc-socket"])
-        .arg(&socket)
-        .arg(root.join("examples/images/testbed"))
-        .arg("block")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("cannot start ww")?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !socket.exists() {
-        if Instant::now() > deadline {
-            let _ = node.kill();
-            bail!("ww did not create {}", socket.display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // pid0 blocks on its stdin, which the node holds open until it is dropped.
+    let node = BenchNode::start(
+        &ww,
+        &cache,
+        &socket,
+        &root.join("examples/images/testbed"),
+        &["block"],
+    )?;
 
     println!(
         "==> soak: {} spawns and {} calls over {} connections",
@@ -116,7 +104,7 @@ pub fn run(options: &Options) -> Result<()> {
     let progress = Arc::new(Progress::default());
     let done = Arc::new(AtomicBool::new(false));
     let sampler = {
-        let (progress, done, pid) = (progress.clone(), done.clone(), node.id());
+        let (progress, done, pid) = (progress.clone(), done.clone(), node.pid());
         std::thread::spawn(move || sample(pid, &progress, &done))
     };
     let started = Instant::now();
@@ -126,9 +114,7 @@ pub fn run(options: &Options) -> Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("the sampler panicked"))?;
     let elapsed = started.elapsed();
-    drop(node.stdin.take());
-    let _ = node.kill();
-    let _ = node.wait();
+    drop(node);
     driven?;
 
     let section = render(&samples, options, elapsed);

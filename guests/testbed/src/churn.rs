@@ -36,17 +36,21 @@ pub fn churn(n: &str, pad: Option<&str>) -> ! {
     ww::exit(0);
 }
 
-/// A preview 1 command whose `_start` returns at once, with one page of memory holding a
-/// data segment of `pad` bytes that starts with `i` (little-endian).
+/// A preview 1 command whose `_start` returns at once, with a data segment of `pad` bytes
+/// (at least 8) that starts with `i` (little-endian) and goes on with bytes derived from it,
+/// none zero (so no page of it is left out of the compiled image), in as many pages of
+/// memory as it needs. No two `i` give the same program. Also the `programs` mode's program.
 ///
 /// Written out by hand, since the testbed has no assembler: the sections are type (one
-/// `[] -> []`), function, memory (min 1 page), export (`memory`, `_start`), code (an empty
-/// body) and data (one active segment at offset 0).
-fn module(i: u64, pad: u32) -> Vec<u8> {
+/// `[] -> []`), function, memory, export (`memory`, `_start`), code (an empty body) and
+/// data (one active segment at offset 0).
+pub fn module(i: u64, pad: u32) -> Vec<u8> {
     let mut bytes = vec![0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
     section(&mut bytes, 1, &[0x01, 0x60, 0x00, 0x00]);
     section(&mut bytes, 3, &[0x01, 0x00]);
-    section(&mut bytes, 5, &[0x01, 0x00, 0x01]);
+    let mut memory = vec![0x01, 0x00];
+    leb128(&mut memory, pad.div_ceil(65536).max(1));
+    section(&mut bytes, 5, &memory);
     let mut exports = vec![0x02];
     for (name, kind) in [("memory", 0x02), ("_start", 0x00)] {
         exports.push(name.len() as u8);
@@ -58,8 +62,9 @@ fn module(i: u64, pad: u32) -> Vec<u8> {
     // One segment, active in memory 0, at `i32.const 0`.
     let mut data = vec![0x01, 0x00, 0x41, 0x00, 0x0b];
     leb128(&mut data, pad);
-    data.extend_from_slice(&i.to_le_bytes());
-    data.resize(data.len() + pad as usize - 8, 0);
+    let seed = i.to_le_bytes();
+    data.extend_from_slice(&seed);
+    data.extend((8..pad as usize).map(|k| seed[k % 8] ^ (k as u8) | 1));
     section(&mut bytes, 11, &data);
     bytes
 }

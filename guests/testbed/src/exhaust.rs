@@ -39,154 +39,100 @@ fn touch(mib: u64) -> Vec<u8> {
     vec![1u8; (mib as usize) << 20]
 }
 
-fn refused(first: &Option<SpawnError>) -> String {
-    first
-        .as_ref()
-        .map_or_else(|| "none".to_owned(), ToString::to_string)
+/// Children spawned so far, and the first refusal, if any.
+struct Spawned {
+    children: Vec<Child>,
+    first_refusal: Option<SpawnError>,
 }
 
-pub fn tree(width: &str, mib: &str) -> ! {
-    let (width_n, mib_n) = (number(width), number(mib));
-    let held = touch(mib_n);
-    let executor = executor();
-    let mut children: Vec<Child> = Vec::new();
-    let mut first = None;
-    for _ in 0..width_n {
-        let spawned = Command::path(SELF)
-            .args(["tree", width, mib])
-            .dir_read_only("/")
-            .executor(true)
-            .stdin(Stdio::Null)
-            .stdout(Stdio::Null)
-            .stderr(Stdio::Null)
-            .spawn(&executor);
-        match spawned {
-            Ok(child) => children.push(child),
-            Err(e) => {
-                first.get_or_insert(e);
+impl Spawned {
+    /// `n` children of `command` (with no stdout or stderr), going on past refusals.
+    fn all(n: u64, command: &mut Command) -> Spawned {
+        let executor = executor();
+        command.stdout(Stdio::Null).stderr(Stdio::Null);
+        let mut spawned = Spawned {
+            children: Vec::new(),
+            first_refusal: None,
+        };
+        for _ in 0..n {
+            match command.spawn(&executor) {
+                Ok(child) => spawned.children.push(child),
+                Err(e) => {
+                    spawned.first_refusal.get_or_insert(e);
+                }
             }
         }
+        spawned
     }
-    say(&format!(
-        "tree: spawned {}; refused: {}",
-        children.len(),
-        refused(&first)
-    ));
+
+    /// `spawned N; refused: WHY` (`none` when nothing was refused).
+    fn summary(&self) -> String {
+        let refused = self
+            .first_refusal
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), ToString::to_string);
+        format!("spawned {}; refused: {refused}", self.children.len())
+    }
+}
+
+/// Sleeps forever, keeping `held` alive.
+fn hold<T>(held: T) -> ! {
     loop {
         std::thread::sleep(Duration::from_secs(1));
         std::hint::black_box(&held);
     }
 }
 
+pub fn tree(width: &str, mib: &str) -> ! {
+    let held = touch(number(mib));
+    let spawned = Spawned::all(
+        number(width),
+        Command::path(SELF)
+            .args(["tree", width, mib])
+            .dir_read_only("/")
+            .executor(true)
+            .stdin(Stdio::Null),
+    );
+    say(&format!("tree: {}", spawned.summary()));
+    hold((held, spawned.children))
+}
+
 pub fn args(n: &str, mib: &str) -> ! {
-    let (n, mib) = (number(n), number(mib));
-    let big = "a".repeat((mib as usize) << 20);
-    let executor = executor();
-    let mut children: Vec<Child> = Vec::new();
-    let mut first = None;
-    for _ in 0..n {
-        let spawned = Command::path(SELF)
+    let big = "a".repeat((number(mib) as usize) << 20);
+    let spawned = Spawned::all(
+        number(n),
+        Command::path(SELF)
             .args(["block", big.as_str()])
-            .stdin(Stdio::Pipe)
-            .stdout(Stdio::Null)
-            .stderr(Stdio::Null)
-            .spawn(&executor);
-        match spawned {
-            Ok(child) => children.push(child),
-            Err(e) => {
-                first.get_or_insert(e);
-            }
-        }
-    }
-    say(&format!(
-        "args: spawned {}; refused: {}",
-        children.len(),
-        refused(&first)
-    ));
+            .stdin(Stdio::Pipe),
+    );
+    say(&format!("args: {}", spawned.summary()));
     ww::exit(0);
 }
 
 pub fn handles(n: &str, width: &str) -> ! {
-    let executor = executor();
-    let mut children: Vec<Child> = Vec::new();
-    let mut first = None;
-    for _ in 0..number(width) {
-        let spawned = Command::path(SELF)
+    let spawned = Spawned::all(
+        number(width),
+        Command::path(SELF)
             .args(["handles", n, width])
             .dir_read_only("/")
             .executor(true)
-            .stdin(Stdio::Null)
-            .stdout(Stdio::Null)
-            .stderr(Stdio::Null)
-            .spawn(&executor);
-        match spawned {
-            Ok(child) => children.push(child),
-            Err(e) => {
-                first.get_or_insert(e);
-            }
-        }
-    }
+            .stdin(Stdio::Null),
+    );
     let mut held = Vec::new();
     for _ in 0..number(n) {
         held.push(wasip2::clocks::monotonic_clock::subscribe_duration(u64::MAX));
     }
-    say(&format!(
-        "handles: held {}; spawned {}; refused: {}",
-        held.len(),
-        children.len(),
-        refused(&first)
-    ));
-    loop {
-        std::thread::sleep(Duration::from_secs(1));
-        std::hint::black_box(&held);
-    }
-}
-
-/// `value` as unsigned LEB128, appended to `out`.
-fn leb(out: &mut Vec<u8>, mut value: u64) {
-    loop {
-        let byte = (value & 0x7f) as u8;
-        value >>= 7;
-        if value == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-/// A preview 1 module whose `_start` returns, with an active data segment of `len` bytes
-/// derived from `seed` (so that no two seeds give the same program).
-fn program(seed: u64, len: usize) -> Vec<u8> {
-    let mut wasm = b"\0asm\x01\0\0\0".to_vec();
-    let mut section = |id: u8, body: &[u8]| {
-        wasm.push(id);
-        leb(&mut wasm, body.len() as u64);
-        wasm.extend_from_slice(body);
-    };
-    section(1, &[1, 0x60, 0, 0]);
-    section(3, &[1, 0]);
-    let mut memory = vec![1, 0];
-    leb(&mut memory, (len as u64).div_ceil(65536).max(1));
-    section(5, &memory);
-    section(7, b"\x01\x06_start\x00\x00");
-    section(10, &[1, 2, 0, 0x0b]);
-    let mut data = vec![1, 0, 0x41, 0, 0x0b];
-    leb(&mut data, len as u64);
-    let pattern = seed.to_le_bytes();
-    data.extend((0..len).map(|i| pattern[i % 8] ^ (i as u8) | 1));
-    section(11, &data);
-    wasm
+    say(&format!("handles: held {}; {}", held.len(), spawned.summary()));
+    hold((held, spawned.children))
 }
 
 pub fn programs(n: &str, kib: &str) -> ! {
-    let (n, kib) = (number(n), number(kib));
+    let (n, bytes) = (number(n), (number(kib) as u32) << 10);
     let executor = executor();
     let mut spawned = 0;
     let mut first = None;
     for seed in 0..n {
-        let bytes = program(seed, (kib as usize) << 10);
-        let child = Command::bytes(bytes)
+        let child = Command::bytes(super::churn::module(seed, bytes))
             .stdin(Stdio::Null)
             .stdout(Stdio::Null)
             .stderr(Stdio::Null)
@@ -201,39 +147,25 @@ pub fn programs(n: &str, kib: &str) -> ! {
             }
         }
     }
-    say(&format!(
-        "programs: spawned {spawned}; refused: {}",
-        refused(&first)
-    ));
+    let refused = first.map_or_else(|| "none".to_owned(), |e| e.to_string());
+    say(&format!("programs: spawned {spawned}; refused: {refused}"));
     ww::exit(0);
 }
 
 pub fn fifos(n: &str, fifo: &str, file: &str) -> ! {
-    let executor = executor();
-    let mut children: Vec<Child> = Vec::new();
-    let mut first = None;
-    for _ in 0..number(n) {
-        let spawned = Command::path(SELF)
+    let spawned = Spawned::all(
+        number(n),
+        Command::path(SELF)
             .args(["fs", "read", fifo])
             .dir_read_only("/")
-            .stdin(Stdio::Null)
-            .stdout(Stdio::Null)
-            .stderr(Stdio::Null)
-            .spawn(&executor);
-        match spawned {
-            Ok(child) => children.push(child),
-            Err(e) => {
-                first.get_or_insert(e);
-            }
-        }
-    }
+            .stdin(Stdio::Null),
+    );
     std::thread::sleep(Duration::from_secs(1));
     let started = std::time::Instant::now();
     let read = std::fs::read(file);
     say(&format!(
-        "fifos: spawned {}; refused: {}; read {file} in {} ms ({})",
-        children.len(),
-        refused(&first),
+        "fifos: {}; read {file} in {} ms ({})",
+        spawned.summary(),
         started.elapsed().as_millis(),
         if read.is_ok() { "ok" } else { "failed" }
     ));

@@ -127,11 +127,6 @@ impl Executor {
         self.inner.cache.engine()
     }
 
-    /// The node's budget, shared by every cell of this executor.
-    pub fn budget(&self) -> &Arc<NodeBudget> {
-        &self.inner.budget
-    }
-
     /// Whether cells are metered by fuel.
     pub fn fuel_metered(&self) -> bool {
         self.inner.fuel_metered

@@ -27,7 +27,7 @@ use cid::Cid;
 use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags};
 
 use super::IpfsError;
-use crate::capped::{Tally, TallyError};
+use crate::capped::{Evicted, Tally};
 
 /// The default cap on the cache's size: 2 GiB.
 pub const DEFAULT_MAX: u64 = 2 << 30;
@@ -94,14 +94,14 @@ impl Cache {
         Cache {
             dir: dir.to_path_buf(),
             checked: Arc::new(OnceLock::new()),
-            tally: Arc::new(Tally::new(DEFAULT_MAX, RESCAN_EVERY)),
+            tally: Arc::new(Tally::new("IPFS cache", DEFAULT_MAX, RESCAN_EVERY)),
         }
     }
 
     /// The same cache, holding at most `max` bytes.
     pub fn with_max(self, max: u64) -> Cache {
         Cache {
-            tally: Arc::new(Tally::new(max, RESCAN_EVERY)),
+            tally: Arc::new(Tally::new("IPFS cache", max, RESCAN_EVERY)),
             ..self
         }
     }
@@ -189,30 +189,19 @@ impl Cache {
 
     /// Counts `size` more bytes, evicting (never `name`, just stored) past the cap.
     fn account(&self, name: &str, size: u64) {
-        let evict = |target: u64| {
-            let pruned = prune(&self.dir, target, Some(name))?;
-            tracing::debug!(
-                evicted = pruned.removed.entries,
-                evicted_bytes = pruned.removed.bytes,
-                remaining_bytes = pruned.remaining.bytes,
-                in_use = pruned.in_use,
-                max = self.tally.max(),
-                "evicted IPFS content from the cache"
-            );
-            Ok(pruned.remaining.bytes)
-        };
-        match self
-            .tally
-            .add(size, || usage(&self.dir).map(|u| u.bytes), evict)
-        {
-            Ok(()) => {}
-            Err(TallyError::Scan(e)) => {
-                tracing::warn!(dir = %self.dir.display(), "cannot size the IPFS cache: {e}")
-            }
-            Err(TallyError::Evict(e)) => {
-                tracing::warn!(dir = %self.dir.display(), "cannot evict from the IPFS cache: {e}")
-            }
-        }
+        self.tally.add(
+            size,
+            &self.dir,
+            || usage(&self.dir).map(|u| u.bytes),
+            |target| {
+                let pruned = prune(&self.dir, target, Some(name))?;
+                Ok::<_, std::io::Error>(Evicted {
+                    entries: pruned.removed.entries,
+                    bytes: pruned.removed.bytes,
+                    remaining: pruned.remaining.bytes,
+                })
+            },
+        );
     }
 }
 

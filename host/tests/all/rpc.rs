@@ -7,6 +7,7 @@ use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use capnp::ErrorKind;
@@ -17,32 +18,52 @@ use ww::rpc::schema::membrane_capnp::membrane;
 
 use crate::support::*;
 
-/// A `ww run --rpc-socket` whose pid0 (testbed `block`) runs until the test drops it.
-struct Node {
+/// A `ww run --rpc-socket` whose pid0 (testbed `block`) runs until the test stops or drops
+/// it, its stderr collected as it comes (so that logging never blocks it). Shared with the
+/// flood attacks.
+pub(crate) struct Node {
     child: Child,
-    socket: PathBuf,
+    pub(crate) socket: PathBuf,
+    stderr: Arc<Mutex<String>>,
     _dir: tempfile::TempDir,
 }
 
 impl Node {
-    fn start() -> Node {
+    pub(crate) fn start() -> Node {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("ww.sock");
-        let mut cmd = ww();
-        cmd.args([
-            "run",
-            "--rpc-socket",
-            s(&socket),
-            s(&image("testbed")),
-            "block",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-        let child = cmd.spawn().expect("spawn ww");
+        let mut child = ww()
+            .args([
+                "run",
+                "--rpc-socket",
+                s(&socket),
+                s(&image("testbed")),
+                "block",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ww");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().unwrap();
+        let collected = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0; 4096];
+            while let Ok(n) = std::io::Read::read(&mut pipe, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                collected
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
         let mut node = Node {
             child,
             socket,
+            stderr,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -56,31 +77,41 @@ impl Node {
         node
     }
 
-    fn signal(&self, signal: i32) {
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What ww wrote to its stderr so far.
+    pub(crate) fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub(crate) fn signal(&self, signal: i32) {
         let pid = self.child.id() as i32;
         // SAFETY: kill(2) on our own child's pid; no memory is involved.
         assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
     }
 
-    /// Closes pid0's stdin, so it ends; ww's status and stderr.
-    fn stop(mut self) -> (i32, String) {
-        drop(self.child.stdin.take());
+    /// ww's exit status once it ends, panicking with `why` after 30 s.
+    pub(crate) fn exit_status(&mut self, why: &str) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
+        loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
+                return status;
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("ww did not exit after its pid0's stdin closed");
+                panic!("{why}");
             }
             std::thread::sleep(Duration::from_millis(10));
-        };
-        let mut stderr = String::new();
-        if let Some(mut pipe) = self.child.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
         }
-        (status.code().unwrap_or(-1), stderr)
+    }
+
+    /// Closes pid0's stdin, so it ends; ww's status and stderr.
+    pub(crate) fn stop(mut self) -> (i32, String) {
+        drop(self.child.stdin.take());
+        let status = self.exit_status("ww did not exit after its pid0's stdin closed");
+        (status.code().unwrap_or(-1), self.stderr())
     }
 }
 
@@ -460,14 +491,7 @@ fn rpc_sigterm_ends_ww_and_removes_the_socket() {
         assert!(host_id(&graft(&membrane).await).await.is_ok());
     });
     node.signal(libc::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = node.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "ww ignored SIGTERM");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = node.exit_status("ww ignored SIGTERM");
     assert_eq!(status.code(), Some(143));
     assert!(!socket.exists(), "the socket outlived ww");
 }

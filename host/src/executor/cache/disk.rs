@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
-use crate::capped::{Tally, TallyError};
+use crate::capped::{Evicted, Tally};
 
 /// Writes between two scans of the directory, at most: the running total only counts this
 /// process's writes, so it is brought back in step with the directory now and then.
@@ -77,7 +77,7 @@ impl Disk {
         Some(Disk {
             root: root.to_path_buf(),
             dir,
-            tally: Tally::new(max, RESCAN_EVERY),
+            tally: Tally::new("compile cache", max, RESCAN_EVERY),
         })
     }
 
@@ -137,29 +137,19 @@ impl Disk {
     /// Counts `len` more bytes, evicting (never `name`, just written) past the cap.
     fn account(&self, name: &str, len: u64) {
         let keep = self.path(name);
-        let evict = |target: u64| {
-            let pruned = prune(&self.root, target, Some(&keep))?;
-            tracing::debug!(
-                evicted = pruned.removed.entries,
-                evicted_bytes = pruned.removed.bytes,
-                remaining_bytes = pruned.remaining.bytes,
-                max = self.tally.max(),
-                "evicted compiled programs from the disk cache"
-            );
-            Ok(pruned.remaining.bytes)
-        };
-        match self
-            .tally
-            .add(len, || usage(&self.root).map(|u| u.bytes), evict)
-        {
-            Ok(()) => {}
-            Err(TallyError::Scan(e)) => {
-                tracing::warn!(root = %self.root.display(), "cannot size the compile cache: {e}")
-            }
-            Err(TallyError::Evict(e)) => {
-                tracing::warn!(root = %self.root.display(), "cannot evict from the compile cache: {e}")
-            }
-        }
+        self.tally.add(
+            len,
+            &self.root,
+            || usage(&self.root).map(|u| u.bytes),
+            |target| {
+                let pruned = prune(&self.root, target, Some(&keep))?;
+                Ok::<_, io::Error>(Evicted {
+                    entries: pruned.removed.entries,
+                    bytes: pruned.removed.bytes,
+                    remaining: pruned.remaining.bytes,
+                })
+            },
+        );
     }
 }
 

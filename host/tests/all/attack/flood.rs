@@ -11,10 +11,9 @@
 
 use std::io::{Read as _, Write as _};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -23,7 +22,7 @@ use capnp_rpc::rpc_capnp::message;
 use ww::rpc::schema::host_capnp::{Stdio as CapStdio, byte_stream, executor, process};
 use ww::rpc::schema::membrane_capnp::membrane;
 
-use crate::rpc::{block_on, connect};
+use crate::rpc::{Node, block_on, connect};
 use crate::support::*;
 
 /// The most resident memory `ww` may reach during an attack: its own ~40 MB, the node-wide
@@ -40,101 +39,24 @@ const MAX_WORDS: u32 = ww::rpc::server::MAX_MESSAGE_WORDS as u32;
 /// How many clients flood at once in the header attacks.
 const CLIENTS: usize = 50;
 
-/// A `ww run --rpc-socket` whose pid0 (testbed `block`) runs until it is stopped, its stderr
-/// collected as it comes (so that logging never blocks it).
-struct Node {
-    child: Child,
-    socket: PathBuf,
-    stderr: Arc<Mutex<String>>,
-    _dir: tempfile::TempDir,
+/// A [`Node`] whose first client proves it serves (and warms it up) before anything is
+/// measured.
+fn serving_node() -> Node {
+    let node = Node::start();
+    if let Err(why) = honest_client(&node.socket) {
+        panic!("the node does not serve before the attack: {why}");
+    }
+    node
 }
 
-impl Node {
-    fn start() -> Node {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("ww.sock");
-        let mut child = ww()
-            .args([
-                "run",
-                "--rpc-socket",
-                s(&socket),
-                s(&image("testbed")),
-                "block",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ww");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().unwrap();
-        let collected = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0; 4096];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                collected
-                    .lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let node = Node {
-            child,
-            socket,
-            stderr,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !node.socket.exists() {
-            assert!(Instant::now() < deadline, "no socket within a minute");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        // The first client proves the node serves, and warms it up before anything is
-        // measured.
-        if let Err(why) = honest_client(&node.socket) {
-            panic!("the node does not serve before the attack: {why}");
-        }
-        node
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// SIGTERM, then asserts that `ww` ended with status 143 and removed its socket.
-    fn terminate(mut self) {
-        // SAFETY: kill(2) on our own child's pid; no memory is involved.
-        assert_eq!(
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) },
-            0
-        );
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "ww ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let stderr = self.stderr();
-        assert_eq!(status.code(), Some(143), "{stderr}");
-        assert!(!self.socket.exists(), "the socket outlived ww");
-        assert!(!stderr.contains("panicked"), "{stderr}");
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// SIGTERM, then asserts that `ww` ended with status 143 and removed its socket.
+fn terminate(mut node: Node) {
+    node.signal(libc::SIGTERM);
+    let status = node.exit_status("ww ignored SIGTERM");
+    let stderr = node.stderr();
+    assert_eq!(status.code(), Some(143), "{stderr}");
+    assert!(!node.socket.exists(), "the socket outlived ww");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 /// Connects, grafts and has `Host.id` answered: how long it took, or why it failed (which
@@ -231,7 +153,7 @@ fn ended_by_ww(stream: &mut UnixStream) -> bool {
 
 #[test]
 fn flood_a_headers_announcing_65_mb_hold_no_memory() {
-    let node = Node::start();
+    let node = serving_node();
     let sampler = crate::support::RssWatch::start(node.pid());
     let attackers: Vec<UnixStream> = (0..CLIENTS)
         .map(|_| {
@@ -248,14 +170,14 @@ fn flood_a_headers_announcing_65_mb_hold_no_memory() {
     let peak = sampler.peak() / 1024;
     assert_bounded("(a) 50 headers of 65 MB", &node, peak, &honest);
     // SIGTERM while the attackers still hold their connections.
-    node.terminate();
+    terminate(node);
     drop(attackers);
 }
 
 #[test]
 fn flood_b_dribbled_bodies_are_held_within_the_budget() {
     const CHUNK: usize = 256 * 1024;
-    let node = Node::start();
+    let node = serving_node();
     let sampler = crate::support::RssWatch::start(node.pid());
     let stop = Arc::new(AtomicBool::new(false));
     let attackers: Vec<JoinHandle<usize>> = (0..CLIENTS)
@@ -304,7 +226,7 @@ fn flood_b_dribbled_bodies_are_held_within_the_budget() {
         sent >> 20
     );
     assert_bounded("(b) 50 dribbled bodies", &node, peak, &honest);
-    node.terminate();
+    terminate(node);
 }
 
 /// Raw RPC frames, for a client that never reads what comes back.
@@ -355,7 +277,7 @@ mod frames {
 fn flood_c_pipelined_calls_whose_replies_are_never_read_are_bounded() {
     const PAIRS: u32 = 10_000;
     const DATA: usize = 64 * 1024;
-    let node = Node::start();
+    let node = serving_node();
     let sampler = crate::support::RssWatch::start(node.pid());
     let stop = Arc::new(AtomicBool::new(false));
     let socket = node.socket.clone();
@@ -451,7 +373,7 @@ fn flood_c_pipelined_calls_whose_replies_are_never_read_are_bounded() {
         calls < 2 * PAIRS,
         "ww read all {calls} calls of a client that reads no reply"
     );
-    node.terminate();
+    terminate(node);
     drop(stream);
 }
 
@@ -459,7 +381,7 @@ fn flood_c_pipelined_calls_whose_replies_are_never_read_are_bounded() {
 fn flood_d_200_connections_at_once_meet_the_connection_limit() {
     const OPENED: usize = 200;
     let limit = ww::rpc::socket::MAX_CONNECTIONS;
-    let node = Node::start();
+    let node = serving_node();
     let sampler = crate::support::RssWatch::start(node.pid());
     let mut conns: Vec<UnixStream> = (0..OPENED)
         .map(|_| UnixStream::connect(&node.socket).unwrap())
@@ -515,12 +437,12 @@ fn flood_d_200_connections_at_once_meet_the_connection_limit() {
     assert_eq!(served + refused, OPENED);
     assert!(served >= 1);
     assert!(late_refused, "a connection past the limit was kept");
-    node.terminate();
+    terminate(node);
 }
 
 #[test]
 fn flood_e_an_oversize_header_ends_only_its_connection() {
-    let node = Node::start();
+    let node = serving_node();
     let sampler = crate::support::RssWatch::start(node.pid());
     // One segment one word past the limit, with a body coming after it.
     let mut over = UnixStream::connect(&node.socket).unwrap();
@@ -569,5 +491,5 @@ fn flood_e_an_oversize_header_ends_only_its_connection() {
         "{stderr}"
     );
     assert!(stderr.contains("4096 segments"), "{stderr}");
-    node.terminate();
+    terminate(node);
 }
