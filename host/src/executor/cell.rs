@@ -89,7 +89,14 @@ pub enum CellError {
              cells or raise them"
         )
     )]
-    Exhausted(#[from] Exhausted),
+    // Not `#[from]`, which would make the bound a source too and print it twice.
+    Exhausted(Exhausted),
+}
+
+impl From<Exhausted> for CellError {
+    fn from(bound: Exhausted) -> CellError {
+        CellError::Exhausted(bound)
+    }
 }
 
 /// Everything a cell is given: identity and filesystem, arguments, environment, stdio,

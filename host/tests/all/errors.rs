@@ -155,3 +155,15 @@ fn usage_errors_exit_125_without_panic() {
         assert_no_panic(&out);
     }
 }
+
+#[test]
+fn a_pid0_the_node_has_no_room_for_is_refused_once_with_help() {
+    for (flag, value, why) in [
+        ("--max-cells", "0", "maximum of 0 cells"),
+        ("--node-memory", "1KiB", "memory budget is exhausted"),
+    ] {
+        let out = run(&["run", flag, value, s(&image("hello"))], "");
+        out.assert_ww_error(why);
+        assert_eq!(out.stderr.matches(why).count(), 1, "said twice: {out:#?}");
+    }
+}
