@@ -60,14 +60,6 @@ fn code_cache_usage(state: &Path) -> (u64, u64) {
     total
 }
 
-/// A `kB` field (`VmRSS`, `VmHWM`) of `/proc/<pid>/status`, in bytes.
-fn proc_status_bytes(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
 #[test]
 fn distinct_modules_from_bytes_stay_within_the_memory_and_disk_caps() {
     let state = tempfile::tempdir().unwrap();
@@ -102,7 +94,7 @@ fn distinct_modules_from_bytes_stay_within_the_memory_and_disk_caps() {
     let status = loop {
         // VmHWM is the peak so far, so a late sample covers what happened between samples.
         for field in ["VmRSS:", "VmHWM:"] {
-            if let Some(bytes) = proc_status_bytes(pid, field) {
+            if let Some(bytes) = status_kib(pid, field).map(|kib| kib * 1024) {
                 peak_rss = peak_rss.max(bytes);
             }
         }
