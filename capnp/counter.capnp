@@ -9,4 +9,18 @@ interface Counter {
 
   get @1 () -> (value :UInt64);
   # The value now.
+
+  fork @2 () -> (counter :Counter);
+  # A new counter starting at this one's value, independent from then on: a capability
+  # returned by a method, which a session's client holds through the membrane like the
+  # export itself.
+
+  watch @3 (watcher :Watcher) -> ();
+  # Calls `watcher.changed(value)` after every later increment, until a call on it fails:
+  # a capability passed in by the client.
+}
+
+interface Watcher {
+  changed @0 (value :UInt64) -> ();
+  # The counter's new value.
 }
