@@ -1,10 +1,11 @@
 //! `--listen` and `--identity`: where the node listens and who it is; starting its network
 //! and saying where it listens.
 
-use std::path::PathBuf;
-
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use libp2p::PeerId;
 use miette::{Diagnostic, Report};
 use ww::net::bootstrap::{self, BootPeer};
 use ww::net::{self, NetConfig, NetError, NetEvent, Starting};
@@ -28,6 +29,23 @@ pub struct NetArgs {
     /// missing; WW_IDENTITY. Without it the node has a new identity every run.
     #[arg(long = "identity", value_name = "PATH", env = "WW_IDENTITY")]
     pub identity: Option<PathBuf>,
+
+    /// Only this peer may graft over /ww/0.1.0 (repeatable; adds to the image's
+    /// etc/allow-peers). Streams from any other peer are dropped before they reach the
+    /// membrane. Without this flag or that file, any peer that reaches the node may graft.
+    #[arg(long = "allow-peer", value_name = "PEER_ID")]
+    pub allow_peer: Vec<String>,
+
+    /// What a network peer's session holds when pid0 exports no membrane: `nothing`,
+    /// `info` (a Host answering only id, addrs and peers) or `full` (the Host and pid0's
+    /// executor: anyone who can graft can run programs on this node).
+    #[arg(
+        long = "peer-session",
+        value_name = "WHAT",
+        value_enum,
+        default_value_t
+    )]
+    pub peer_session: ww::rpc::PeerSession,
 }
 
 impl NetArgs {
@@ -66,6 +84,18 @@ impl NetArgs {
     }
 }
 
+impl NetArgs {
+    /// Who may graft over /ww/0.1.0 (`--allow-peer` and the image's `etc/allow-peers`);
+    /// `None`: anyone. Read before anything starts; an unreadable list stops the node.
+    pub fn allowed(&self, image: Option<&Path>) -> Result<Option<Arc<HashSet<PeerId>>>, Report> {
+        let allowed = net::allow::allowed(&self.allow_peer, image)?;
+        if let Some(allowed) = &allowed {
+            tracing::info!(peers = allowed.len(), "only allowed peers may graft");
+        }
+        Ok(allowed.map(Arc::new))
+    }
+}
+
 /// Starts the node's network beside pid0 (see [`Starting`]). Once it listens and before
 /// anything uses it, unless `quiet`, prints each address it listens on
 /// (`ww: listening on <multiaddr>/p2p/<id>`) on stderr.
@@ -82,13 +112,19 @@ pub fn start(config: NetConfig, runtime: &tokio::runtime::Handle, quiet: bool) -
 /// Once the network has started: serves the node's membrane to peers on `/ww/0.1.0`, keeps
 /// dialing the `boot/` peers, and, unless `quiet`, prints any address the node comes to
 /// listen on later. A network that fails to start is the boot loop's to report.
-pub fn on_start(starting: Starting, server: RpcServer, boot: Vec<BootPeer>, quiet: bool) {
+pub fn on_start(
+    starting: Starting,
+    server: RpcServer,
+    boot: Vec<BootPeer>,
+    allowed: Option<Arc<HashSet<PeerId>>>,
+    quiet: bool,
+) {
     tokio::spawn(async move {
         let Ok(network) = starting.network().await else {
             return;
         };
         let mut events = network.events();
-        if let Err(e) = server.serve_peers(&network) {
+        if let Err(e) = server.serve_peers(&network, allowed) {
             tracing::warn!("peers cannot reach the membrane: {e}");
         }
         bootstrap::keep_connected(&network, boot);

@@ -226,6 +226,7 @@ pub fn main(mut args: RunArgs) -> Result<u8, Report> {
     // The boot/ peers are known to the network from its start; it starts on a thread of its
     // own while pid0 boots.
     let boot_peers = booted.image.root().map(boot_peers).unwrap_or_default();
+    let allowed = args.net.allowed(booted.image.root())?;
     net_config.known = boot_peers
         .iter()
         .map(|p| (p.peer, p.addrs.clone()))
@@ -241,10 +242,17 @@ pub fn main(mut args: RunArgs) -> Result<u8, Report> {
         let grant = |booted: &Booted| {
             ExecutorGrant::new(executor.clone(), booted.info(), limits, Stdio::host())
         };
-        let node = Node::new(network.clone(), Some(grant(&booted)));
+        let mut node = Node::new(network.clone(), Some(grant(&booted)));
+        node.peer_session = args.net.peer_session;
         node.epoch.advance_on_sighup().map_err(RpcError::Signal)?;
         let server = RpcServer::start(node);
-        super::net::on_start(network.clone(), server.clone(), boot_peers, args.quiet);
+        super::net::on_start(
+            network.clone(),
+            server.clone(),
+            boot_peers,
+            allowed,
+            args.quiet,
+        );
         if let Some(socket) = rpc_socket.as_mut() {
             socket.serve(server.clone())?;
             tracing::info!("serving the membrane on {}", socket.path().display());

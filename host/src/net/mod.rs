@@ -28,6 +28,7 @@
 //! previous one is still being taken: it keeps no queue). The size of a message on a stream is bounded by the RPC
 //! system that reads it (`crate::rpc::server::MAX_MESSAGE_WORDS`).
 
+pub mod allow;
 pub mod bootstrap;
 pub mod identity;
 mod swarm;

@@ -1,22 +1,15 @@
-//! The membrane's epoch, and the one wrapper that revokes a stale session's capabilities.
+//! The membrane's epoch: the generation of the capabilities a node has handed out.
 //!
-//! An [`Epoch`] is a counter the node owns. Every session is issued in the epoch current at
-//! its graft and remembers it in a [`SessionEpoch`]. Every capability a session hands out
-//! (Host, Executor, the Processes and ByteStreams they create) is made by [`guarded`], which
-//! wraps its generated dispatch in [`Guarded`]: before any call reaches the capability, the
-//! wrapper compares the session's epoch with the node's, and while a call runs it races the
-//! call against an advance. A capability the node did not make (one a cell exports) gets the
-//! same wrapper through [`guard`], around a [`Forward`] to it. A stale call fails with a `capnp::Error` of kind
+//! An [`Epoch`] is a counter the node owns. Every session handed to a client is issued in the
+//! epoch current at its graft and remembers it in a [`SessionEpoch`], which the session's
+//! membrane ([`super::membrane`]) checks before every call and races every call against. A
+//! stale call fails with a `capnp::Error` of kind
 //! [`Disconnected`](capnp::ErrorKind::Disconnected) whose description starts with
 //! `stale epoch`. No capability checks the epoch itself.
 
 use std::future::Future;
 use std::sync::Arc;
 
-use capnp::capability::{
-    DispatchCallResult, DynClientHook, FromClientHook, FromServer, Params, Promise, Rc, Results,
-    Server,
-};
 use tokio::sync::watch;
 
 /// The generation of a node's capabilities. Cheap to clone (`Send`); every clone is the
@@ -115,7 +108,7 @@ impl SessionEpoch {
     }
 
     /// Resolves, with the stale-epoch error, once the node's epoch leaves the session's.
-    fn revoked(&self) -> impl Future<Output = capnp::Error> + 'static {
+    pub(crate) fn revoked(&self) -> impl Future<Output = capnp::Error> + 'static {
         let issued = self.issued;
         let mut now = self.now.clone();
         async move {
@@ -142,163 +135,12 @@ pub fn is_stale(error: &capnp::Error) -> bool {
     error.kind == capnp::ErrorKind::Disconnected && error.extra.contains("stale epoch: ")
 }
 
-/// A capability server together with the epoch of the session that handed it out: what
-/// [`guarded`] turns into a client.
-pub struct Sealed<D> {
-    dispatch: D,
-    epoch: SessionEpoch,
-}
-
-/// The one wrapper: a dispatch that checks its session's epoch before (and while) every
-/// call reaches the capability inside.
-pub struct Guarded<D> {
-    sealed: Rc<Sealed<D>>,
-}
-
-impl<D> Clone for Guarded<D> {
-    fn clone(&self) -> Self {
-        Guarded {
-            sealed: self.sealed.clone(),
-        }
-    }
-}
-
-impl<D> std::ops::Deref for Guarded<D> {
-    type Target = Sealed<D>;
-    fn deref(&self) -> &Sealed<D> {
-        &self.sealed
-    }
-}
-
-impl<D: Server + Clone + 'static> Server for Guarded<D> {
-    fn dispatch_call(
-        self,
-        interface_id: u64,
-        method_id: u16,
-        params: Params<capnp::any_pointer::Owned>,
-        results: Results<capnp::any_pointer::Owned>,
-    ) -> DispatchCallResult {
-        let epoch = &self.sealed.epoch;
-        if let Err(stale) = epoch.check() {
-            return DispatchCallResult::new(Promise::err(stale), false);
-        }
-        let revoked = epoch.revoked();
-        let DispatchCallResult {
-            promise,
-            is_streaming,
-        } = self
-            .sealed
-            .dispatch
-            .clone()
-            .dispatch_call(interface_id, method_id, params, results);
-        let raced = async move {
-            tokio::select! {
-                biased;
-                done = promise => done,
-                stale = revoked => Err(stale),
-            }
-        };
-        DispatchCallResult::new(Promise::from_future(raced), is_streaming)
-    }
-
-    /// One per wrapper, not the capability's inside: capnp-rpc exports equal pointers under one
-    /// id on a connection, and two sessions' wrappers of one capability must stay two.
-    fn as_ptr(&self) -> usize {
-        Rc::as_ptr(&self.sealed) as *const () as usize
-    }
-}
-
-/// An untyped client made from a [`Sealed`] server; [`guarded`] casts it to the typed one.
-struct AnyGuarded {
-    hook: Box<DynClientHook>,
-}
-
-impl FromClientHook for AnyGuarded {
-    fn new(hook: Box<DynClientHook>) -> Self {
-        AnyGuarded { hook }
-    }
-    fn into_client_hook(self) -> Box<DynClientHook> {
-        self.hook
-    }
-    fn as_client_hook(&self) -> &DynClientHook {
-        self.hook.as_ref()
-    }
-}
-
-impl<D: Server + Clone + 'static> FromServer<Sealed<D>> for AnyGuarded {
-    type Dispatch = Guarded<D>;
-    fn from_server(sealed: Rc<Sealed<D>>) -> Guarded<D> {
-        Guarded { sealed }
-    }
-}
-
-/// The one way a session's capability is made: `server` behind its generated dispatch,
-/// behind [`Guarded`] with `epoch`, as a client of type `C` (such as `host::Client`).
-pub fn guarded<C, S>(epoch: &SessionEpoch, server: S) -> C
-where
-    C: FromServer<S>,
-{
-    let dispatch = <C as FromServer<S>>::from_server(Rc::new(server));
-    let sealed = Sealed {
-        dispatch,
-        epoch: epoch.clone(),
-    };
-    let any: AnyGuarded = capnp_rpc::new_client(sealed);
-    C::new(any.into_client_hook())
-}
-
-/// A capability the node did not make (one a cell exported, or gave in its session), as a
-/// server: every call is copied, with the capabilities it carries, to the capability inside,
-/// and its answer copied back. [`guard`] puts it behind [`Guarded`].
-#[derive(Clone)]
-pub struct Forward {
-    target: capnp::capability::Client,
-}
-
-impl Server for Forward {
-    fn dispatch_call(
-        self,
-        interface_id: u64,
-        method_id: u16,
-        params: Params<capnp::any_pointer::Owned>,
-        mut results: Results<capnp::any_pointer::Owned>,
-    ) -> DispatchCallResult {
-        let mut request = self
-            .target
-            .new_call::<capnp::any_pointer::Owned, capnp::any_pointer::Owned>(
-                interface_id,
-                method_id,
-                None,
-            );
-        if let Err(e) = params.get().and_then(|params| request.get().set_as(params)) {
-            return DispatchCallResult::new(Promise::err(e), false);
-        }
-        let answer = async move {
-            let response = request.send().promise.await?;
-            results.get().set_as(response.get()?)
-        };
-        DispatchCallResult::new(Promise::from_future(answer), false)
-    }
-
-    fn as_ptr(&self) -> usize {
-        self.target.hook.get_ptr()
-    }
-}
-
-/// `client`, made one of a session's capabilities: behind [`Guarded`] with `epoch`, so that
-/// it is revoked with the session, whatever its interface.
-pub fn guard(epoch: &SessionEpoch, client: capnp::capability::Client) -> capnp::capability::Client {
-    let sealed = Sealed {
-        dispatch: Forward { target: client },
-        epoch: epoch.clone(),
-    };
-    let any: AnyGuarded = capnp_rpc::new_client(sealed);
-    capnp::capability::Client::new(any.into_client_hook())
-}
-
 #[cfg(test)]
 mod tests {
+    use capnp::capability::Rc;
+
     use super::*;
+    use crate::rpc::membrane::{Membrane, Policy};
     use crate::rpc::schema::host_capnp::host;
 
     /// A Host whose `id` answers and whose `addrs` never does.
@@ -323,6 +165,14 @@ mod tests {
         }
     }
 
+    /// A session's membrane issued now.
+    fn session(epoch: &Epoch) -> Membrane {
+        Membrane::new(Policy {
+            epoch: Some(epoch.issue()),
+            ..Policy::default()
+        })
+    }
+
     fn block_on<F: Future>(future: F) -> F::Output {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -332,11 +182,11 @@ mod tests {
     }
 
     #[test]
-    fn a_guarded_capability_is_revoked_by_an_advance_even_mid_call() {
+    fn a_session_capability_is_revoked_by_an_advance_even_mid_call() {
         block_on(async {
             let epoch = Epoch::new();
-            let session = epoch.issue();
-            let client: host::Client = guarded(&session, Probe);
+            let membrane = session(&epoch);
+            let client: host::Client = membrane.wrap(capnp_rpc::new_client(Probe));
             let id = client.id_request().send().promise.await.expect("current");
             assert_eq!(id.get().unwrap().get_peer_id().unwrap(), "probe");
             let pending = client.addrs_request().send().promise;
@@ -359,7 +209,7 @@ mod tests {
             );
 
             // A session issued now works.
-            let fresh: host::Client = guarded(&epoch.issue(), Probe);
+            let fresh: host::Client = session(&epoch).wrap(capnp_rpc::new_client(Probe));
             assert!(fresh.id_request().send().promise.await.is_ok());
         });
     }

@@ -27,8 +27,10 @@
 //! Everything here runs on one thread, inside a tokio `LocalSet` (capnp-rpc is `!Send`);
 //! only [`RpcServer`] and [`Epoch`] cross threads.
 
+mod attenuate;
 pub mod epoch;
 pub mod flow;
+pub mod membrane;
 mod node;
 mod process;
 pub mod schema;
@@ -38,7 +40,7 @@ pub mod socket;
 use std::path::PathBuf;
 
 pub use self::epoch::Epoch;
-pub use self::node::{ExecutorGrant, Node};
+pub use self::node::{Caller, ExecutorGrant, Node, PeerSession};
 pub use self::process::MAX_READ;
 pub use self::server::RpcServer;
 pub use self::socket::RpcSocket;

@@ -1,12 +1,23 @@
 //! The node's capabilities over Cap'n Proto: the Membrane (the bootstrap capability), the
 //! StatusPoller, and Host.
 //!
-//! The membrane a peer grafts onto is always the node's own, so that everything a session
-//! holds is revoked with it: when pid0 has exported a membrane, a graft grafts onto it too,
-//! and the session takes its Host and Executor (when it gave them) and its exports, each
-//! behind the epoch guard ([`super::epoch::guard`]); the epoch and the StatusPoller are the
-//! node's. pid0's own connections get the node's membrane without its exports (pid0's
-//! membrane grafts onto the node's: forwarding there would go round in a circle).
+//! Each connection bootstraps a [`MembraneServer`] that knows who is at the other end (a
+//! [`Caller`]). What a graft gives depends on that and on pid0, and nothing else:
+//!
+//! - the node's own cells (pid0's bridge, a native pid0's fd 3) get the node's Host, pid0's
+//!   Executor and an Attenuator, not bound to the epoch (they are pid0's own authority);
+//! - a client (`--rpc-socket`, a network peer), when pid0 exports a membrane, gets exactly
+//!   the session pid0's membrane gives for that caller, which the node grafts onto with the
+//!   caller filled in;
+//! - a client when pid0 exports none: a socket client (the operator) the node's Host and
+//!   pid0's Executor; a network peer what `--peer-session` says ([`PeerSession`]: by default
+//!   a Host narrowed to `id`, `addrs` and `peers`, never anything that runs programs).
+//!
+//! Every session handed to a client is issued in the current epoch and everything in it is
+//! put behind a membrane of its own ([`super::membrane`]) bound to that epoch: whatever is
+//! reached through it later (results, pipelined capabilities, what `Host.connect` dials, and
+//! what the client passes in) crosses the same membrane and is revoked with it. The epoch
+//! and the StatusPoller are the node's and never revoked.
 //!
 //! Everything here runs on the thread of the RPC system ([`super::server`]): capabilities
 //! are `Rc`, never shared across threads.
@@ -15,10 +26,12 @@ use std::cell::RefCell;
 
 use capnp::capability::Rc;
 
-use super::epoch::{Epoch, SessionEpoch, guard, guarded};
+use super::attenuate::AttenuatorServer;
+use super::epoch::Epoch;
+use super::membrane::{Membrane, Policy, copy_through};
 use super::process::ExecutorServer;
 use super::schema::host_capnp::{executor, host};
-use super::schema::membrane_capnp::{membrane, status_poller};
+use super::schema::membrane_capnp::{caller, membrane, status_poller};
 use crate::caps::CellInfo;
 use crate::caps::fd::FdGrants;
 use crate::executor::Executor;
@@ -52,8 +65,53 @@ impl ExecutorGrant {
     }
 }
 
-/// What a node serves: its network (and with it its id), its epoch, and the executor its
-/// sessions get.
+/// Who is at the other end of a connection the node serves: what its grafts are told
+/// (`Caller` in `capnp/membrane.capnp`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// A client of `--rpc-socket`.
+    Socket,
+    /// A network peer, by its authenticated libp2p peer id (base58).
+    Peer(String),
+    /// One of the node's own cells: pid0's bridge, a native pid0's fd 3.
+    Cell,
+}
+
+impl Caller {
+    fn write(&self, mut to: caller::Builder<'_>) {
+        match self {
+            Caller::Socket => to.set_socket(()),
+            Caller::Peer(id) => to.set_peer(id.as_str()),
+            Caller::Cell => to.set_cell(()),
+        }
+    }
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Caller::Socket => f.write_str("the RPC socket"),
+            Caller::Peer(id) => write!(f, "peer {id}"),
+            Caller::Cell => f.write_str("a cell"),
+        }
+    }
+}
+
+/// What a network peer's session holds when pid0 exports no membrane (`--peer-session`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum PeerSession {
+    /// Nothing but the epoch and the StatusPoller.
+    Nothing,
+    /// A Host narrowed to `id`, `addrs` and `peers`: no dialing, no executor.
+    #[default]
+    Info,
+    /// What a `--rpc-socket` client gets: the Host and pid0's Executor. Anyone who can
+    /// graft can then run programs on the node.
+    Full,
+}
+
+/// What a node serves: its network (and with it its id), its epoch, the executor its
+/// sessions get, and what network peers get.
 #[derive(Clone)]
 pub struct Node {
     /// The membrane's epoch.
@@ -63,15 +121,19 @@ pub struct Node {
     /// The network: `Host.id`, `addrs`, `peers` and `connect` answer from it (waiting for
     /// it to start, if it has not yet).
     pub network: Starting,
+    /// A network peer's session when pid0 exports no membrane.
+    pub peer_session: PeerSession,
 }
 
 impl Node {
-    /// The node on `network`, with a fresh epoch and the executor power `executor`.
+    /// The node on `network`, with a fresh epoch and the executor power `executor`; network
+    /// peers get [`PeerSession::Info`].
     pub fn new(network: Starting, executor: Option<ExecutorGrant>) -> Node {
         Node {
             epoch: Epoch::new(),
             executor,
             network,
+            peer_session: PeerSession::default(),
         }
     }
 }
@@ -84,6 +146,7 @@ pub(crate) struct NodeState {
     epoch: Epoch,
     spawner: Option<RefCell<SpawnerState>>,
     network: Starting,
+    peer_session: PeerSession,
     /// pid0's exported membrane, while its exporting connection lasts.
     pub(crate) exported: Exported,
 }
@@ -127,6 +190,7 @@ impl NodeState {
                 .executor
                 .map(|grant| RefCell::new(SpawnerState::new(grant))),
             network: node.network,
+            peer_session: node.peer_session,
             exported: Exported::default(),
         }
     }
@@ -151,27 +215,38 @@ impl NodeState {
         self.spawner.as_ref()
     }
 
-    fn executor(self: &Rc<Self>, epoch: &SessionEpoch) -> Option<executor::Client> {
+    fn executor(self: &Rc<Self>) -> Option<executor::Client> {
         self.spawner.as_ref()?;
-        Some(guarded(
-            epoch,
-            ExecutorServer::new(self.clone(), epoch.clone()),
-        ))
+        Some(capnp_rpc::new_client(ExecutorServer::new(self.clone())))
+    }
+
+    fn host(self: &Rc<Self>) -> host::Client {
+        capnp_rpc::new_client(HostServer { node: self.clone() })
     }
 }
 
-/// The bootstrap capability: `graft` gives a session in the current epoch.
+/// The bootstrap capability of one connection: `graft` gives a session in the current
+/// epoch, for the caller at the other end.
 pub(crate) struct MembraneServer {
     node: Rc<NodeState>,
-    /// Whether grafts take pid0's exported membrane into account.
-    forward: bool,
+    caller: Caller,
 }
 
 impl MembraneServer {
-    /// The node's membrane; with `forward`, sessions carry what pid0's exported membrane
-    /// gives.
-    pub(crate) fn new(node: Rc<NodeState>, forward: bool) -> MembraneServer {
-        MembraneServer { node, forward }
+    /// The node's membrane as `caller` reaches it.
+    pub(crate) fn new(node: Rc<NodeState>, caller: Caller) -> MembraneServer {
+        MembraneServer { node, caller }
+    }
+
+    /// The session of one of the node's own cells: the node's Host, pid0's Executor and an
+    /// Attenuator, not bound to the epoch.
+    fn cell_session(&self, mut session: super::schema::membrane_capnp::session::Builder<'_>) {
+        let node = &self.node;
+        session.set_host(node.host());
+        if let Some(executor) = node.executor() {
+            session.set_executor(executor);
+        }
+        session.set_attenuator(capnp_rpc::new_client(AttenuatorServer));
     }
 }
 
@@ -182,58 +257,61 @@ impl membrane::Server for MembraneServer {
         mut results: membrane::GraftResults,
     ) -> Result<(), capnp::Error> {
         let node = &self.node;
-        let exported = self
-            .forward
-            .then(|| node.exported.borrow().as_ref().map(|(_, m)| m.clone()))
-            .flatten();
-        let theirs = match exported {
-            Some(membrane) => Some(membrane.graft_request().send().promise.await?),
-            None => None,
-        };
-        let theirs = match &theirs {
-            Some(response) => Some(response.get()?.get_session()?),
-            None => None,
-        };
         let epoch = node.epoch.issue();
-        let mut session = results.get().init_session();
-        session.reborrow().init_epoch().set_seq(epoch.issued());
-        match theirs.filter(|s| s.has_host()) {
-            Some(s) => session.set_host(host::Client {
-                client: guard(&epoch, s.get_host()?.client),
-            }),
-            None => session.set_host(guarded(
-                &epoch,
-                HostServer {
-                    node: node.clone(),
-                    epoch: epoch.clone(),
-                },
-            )),
-        }
-        match theirs.filter(|s| s.has_executor()) {
-            Some(s) => session.set_executor(executor::Client {
-                client: guard(&epoch, s.get_executor()?.client),
-            }),
-            None => {
-                if let Some(executor) = node.executor(&epoch) {
-                    session.set_executor(executor);
-                }
-            }
-        }
-        // Not guarded: it is how a client learns that its session went stale.
-        session.set_status(capnp_rpc::new_client(StatusServer {
+        let issued = epoch.issued();
+        let status: status_poller::Client = capnp_rpc::new_client(StatusServer {
             epoch: node.epoch.clone(),
-        }));
-        if let Some(theirs) = theirs.filter(|s| s.has_exports()) {
-            let exports = theirs.get_exports()?;
-            let mut list = session.init_exports(exports.len());
-            for (i, export) in exports.iter().enumerate() {
-                let mut entry = list.reborrow().get(i as u32);
-                entry.set_name(export.get_name()?);
-                let cap: capnp::capability::Client = export.get_cap().get_as_capability()?;
-                entry.init_cap().set_as_capability(guard(&epoch, cap).hook);
+        });
+        if self.caller == Caller::Cell {
+            let mut session = results.get().init_session();
+            session.reborrow().init_epoch().set_seq(issued);
+            session.set_status(status);
+            self.cell_session(session);
+            tracing::debug!(epoch = issued, "grafted a cell's session");
+            return Ok(());
+        }
+        // Everything a client's session holds is behind a membrane bound to this epoch.
+        let membrane = Membrane::new(Policy {
+            epoch: Some(epoch),
+            ..Policy::default()
+        });
+        let exported = node.exported.borrow().as_ref().map(|(_, m)| m.clone());
+        if let Some(exported) = exported {
+            let mut request = exported.graft_request();
+            self.caller.write(request.get().init_caller());
+            let theirs = request.send().promise.await?;
+            // The whole of pid0's answer, every capability in it passing out through the
+            // session's membrane.
+            copy_through(theirs.hook.get()?, results.hook.get()?, |cap| {
+                membrane.pass_out(cap)
+            })?;
+            if !results.get().has_session() {
+                results.get().init_session();
+            }
+        } else {
+            let mut session = results.get().init_session();
+            let full = match &self.caller {
+                Caller::Socket | Caller::Cell => true,
+                Caller::Peer(_) => node.peer_session == PeerSession::Full,
+            };
+            if full {
+                session.set_host(membrane.wrap(node.host()));
+                if let Some(executor) = node.executor() {
+                    session.set_executor(membrane.wrap(executor));
+                }
+            } else if node.peer_session == PeerSession::Info {
+                let id = <host::Client as capnp::traits::HasTypeId>::TYPE_ID;
+                // Host's methods: id @0, addrs @1, peers @2.
+                let info = vec![(id, 0), (id, 1), (id, 2)];
+                session.set_host(membrane.wrap_allowing(node.host(), info));
             }
         }
-        tracing::debug!(epoch = epoch.issued(), "grafted a session");
+        // The node's, whatever pid0 said: the epoch the membrane enforces, and the poller
+        // (never revoked) that tells the client when it passes.
+        let mut session = results.get().get_session()?;
+        session.reborrow().init_epoch().set_seq(issued);
+        session.set_status(status);
+        tracing::debug!(epoch = issued, caller = %self.caller, "grafted a session");
         Ok(())
     }
 }
@@ -268,7 +346,6 @@ impl status_poller::Server for StatusServer {
 /// The Host capability of one session.
 struct HostServer {
     node: Rc<NodeState>,
-    epoch: SessionEpoch,
 }
 
 impl host::Server for HostServer {
@@ -339,7 +416,7 @@ impl host::Server for HostServer {
         _: host::ExecutorParams,
         mut results: host::ExecutorResults,
     ) -> Result<(), capnp::Error> {
-        match self.node.executor(&self.epoch) {
+        match self.node.executor() {
             Some(executor) => {
                 results.get().set_executor(executor);
                 Ok(())

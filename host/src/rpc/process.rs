@@ -10,7 +10,6 @@ use capnp::capability::Rc;
 use tokio::sync::Mutex;
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, StreamError};
 
-use super::epoch::{SessionEpoch, guarded};
 use super::node::NodeState;
 use super::schema::host_capnp::{
     Limit, Stdio as CapStdio, byte_stream, executor, exit_status, process,
@@ -27,12 +26,11 @@ pub const MAX_READ: usize = 64 * 1024;
 /// The Executor capability of one session: spawns children of the node's cell.
 pub(crate) struct ExecutorServer {
     node: Rc<NodeState>,
-    epoch: SessionEpoch,
 }
 
 impl ExecutorServer {
-    pub(crate) fn new(node: Rc<NodeState>, epoch: SessionEpoch) -> ExecutorServer {
-        ExecutorServer { node, epoch }
+    pub(crate) fn new(node: Rc<NodeState>) -> ExecutorServer {
+        ExecutorServer { node }
     }
 }
 
@@ -79,9 +77,8 @@ impl executor::Server for ExecutorServer {
         let server = ProcessServer {
             process,
             ends: std::cell::RefCell::new(ends),
-            epoch: self.epoch.clone(),
         };
-        results.get().set_process(guarded(&self.epoch, server));
+        results.get().set_process(capnp_rpc::new_client(server));
         Ok(())
     }
 }
@@ -167,7 +164,6 @@ fn refusal(error: wit::SpawnError) -> capnp::Error {
 struct ProcessServer {
     process: Process,
     ends: std::cell::RefCell<ParentEnds>,
-    epoch: SessionEpoch,
 }
 
 impl ProcessServer {
@@ -177,12 +173,9 @@ impl ProcessServer {
                 "{which} was not spawned with `pipe`, or was already taken"
             )));
         }
-        Ok(guarded(
-            &self.epoch,
-            ByteStreamServer {
-                end: Mutex::new(end),
-            },
-        ))
+        Ok(capnp_rpc::new_client(ByteStreamServer {
+            end: Mutex::new(end),
+        }))
     }
 }
 

@@ -6,7 +6,9 @@
 //! a byte stream over a channel to that set, so it can be called from any task or thread
 //! (a `tokio::spawn`ed cell task, a socket's accept loop).
 
+use std::collections::HashSet;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use capnp::capability::Rc;
 use capnp::message::ReaderOptions;
@@ -17,10 +19,11 @@ use tokio::sync::mpsc;
 use super::RpcError;
 use super::epoch::Epoch;
 use super::flow::{self, Budget, Limits};
-use super::node::{ExecutorGrant, Exported, MembraneServer, Node, NodeState};
+use super::node::{Caller, ExecutorGrant, Exported, MembraneServer, Node, NodeState};
 use super::schema::membrane_capnp::membrane;
 use crate::executor::limits::MAX_PROGRAM_BYTES;
 use crate::net::{Network, PeerStream};
+use libp2p::PeerId;
 
 /// The largest message a peer may send, in 8-byte words: room for a program of the largest
 /// size a spawn accepts (64 MiB) plus 1 MiB of everything else. A larger message ends that
@@ -49,6 +52,8 @@ enum Incoming {
     /// A connection to serve.
     Connection {
         stream: Pin<Box<dyn Stream>>,
+        /// Who is at the other end.
+        caller: Caller,
         /// Whether the peer's own bootstrap capability becomes the membrane the node serves.
         export: bool,
     },
@@ -84,41 +89,69 @@ impl RpcServer {
         RpcServer { connections, epoch }
     }
 
-    /// Serves the node's membrane to the peer at the other end of `stream`, as the bootstrap
+    /// Serves the node's membrane to `caller` at the other end of `stream`, as the bootstrap
     /// capability of a connection of its own: a peer that sends garbage, stalls or goes away
-    /// ends only its own connection. Callable from any thread or task.
-    pub fn serve<S>(&self, stream: S) -> Result<(), RpcError>
+    /// ends only its own connection. Callable from any thread or task. `caller` must be who
+    /// the node knows is there (it decides what a graft gives), never what the peer claims.
+    pub fn serve<S>(&self, stream: S, caller: Caller) -> Result<(), RpcError>
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
-        self.hand_over(Box::pin(stream), false)
+        self.hand_over(Box::pin(stream), caller, false)
     }
 
-    /// Like [`RpcServer::serve`], and takes the peer's own bootstrap capability (a
-    /// `Membrane`) as the membrane the node serves to every later connection, until this one
-    /// ends. This is how pid0 exports its membrane.
+    /// Like [`RpcServer::serve`] for one of the node's cells, and takes the cell's own
+    /// bootstrap capability (a `Membrane`) as the membrane the node grafts onto for every
+    /// client, until this connection ends. This is how pid0 exports its membrane.
     pub fn serve_exporting<S>(&self, stream: S) -> Result<(), RpcError>
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
-        self.hand_over(Box::pin(stream), true)
+        self.hand_over(Box::pin(stream), Caller::Cell, true)
     }
 
-    fn hand_over(&self, stream: Pin<Box<dyn Stream>>, export: bool) -> Result<(), RpcError> {
+    fn hand_over(
+        &self,
+        stream: Pin<Box<dyn Stream>>,
+        caller: Caller,
+        export: bool,
+    ) -> Result<(), RpcError> {
         self.connections
-            .send(Incoming::Connection { stream, export })
+            .send(Incoming::Connection {
+                stream,
+                caller,
+                export,
+            })
             .map_err(|_| RpcError::Stopped)
     }
 
     /// Serves the node's membrane on every `/ww/0.1.0` stream peers open to `network`
-    /// (within its per-peer limits), from a task on the current tokio runtime.
-    pub fn serve_peers(&self, network: &Network) -> Result<(), crate::net::NetError> {
+    /// (within its per-peer limits), each as [`Caller::Peer`] with the peer id the
+    /// connection authenticated, from a task on the current tokio runtime. With `allowed`,
+    /// a stream from any other peer is dropped unread: it never reaches the membrane, let
+    /// alone pid0.
+    pub fn serve_peers(
+        &self,
+        network: &Network,
+        allowed: Option<Arc<HashSet<PeerId>>>,
+    ) -> Result<(), crate::net::NetError> {
         let mut incoming = network.incoming()?;
         let server = self.clone();
         tokio::spawn(async move {
             while let Some((peer, stream)) = incoming.next().await {
+                if allowed
+                    .as_ref()
+                    .is_some_and(|allowed| !allowed.contains(&peer))
+                {
+                    tracing::info!(%peer, "refused a /ww/0.1.0 stream: the peer is not allowed");
+                    drop(stream);
+                    continue;
+                }
                 tracing::debug!(%peer, "serving the membrane to a peer");
-                if server.serve(stream).is_err() {
+                if server
+                    .serve(stream, Caller::Peer(peer.to_string()))
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -144,25 +177,23 @@ impl RpcServer {
 /// Runs on the local set: starts one RPC system per stream handed over.
 async fn accept(node: Node, mut incoming: mpsc::UnboundedReceiver<Incoming>) {
     let state = Rc::new(NodeState::new(node));
-    // Peers get the node's membrane with pid0's exports; the exporting cell itself gets it
-    // without them.
-    let served: membrane::Client = capnp_rpc::new_client(MembraneServer::new(state.clone(), true));
-    let plain: membrane::Client = capnp_rpc::new_client(MembraneServer::new(state.clone(), false));
     let mut next: u64 = 0;
     while let Some(message) = incoming.recv().await {
-        let (stream, export) = match message {
-            Incoming::Connection { stream, export } => (stream, export),
+        let (stream, caller, export) = match message {
+            Incoming::Connection {
+                stream,
+                caller,
+                export,
+            } => (stream, caller, export),
             Incoming::Regrant(grant) => {
                 state.regrant(grant);
                 continue;
             }
         };
         next += 1;
-        let membrane = if export {
-            plain.clone()
-        } else {
-            served.clone()
-        };
+        // Each connection's membrane knows who is at the other end.
+        let membrane: membrane::Client =
+            capnp_rpc::new_client(MembraneServer::new(state.clone(), caller));
         tokio::task::spawn_local(connection(
             next,
             stream,
@@ -247,7 +278,7 @@ impl crate::caps::rpc::RpcHost for RpcServer {
         let result = if export {
             self.serve_exporting(stream)
         } else {
-            RpcServer::serve(self, stream)
+            RpcServer::serve(self, stream, Caller::Cell)
         };
         result.map_err(|e| e.to_string())
     }

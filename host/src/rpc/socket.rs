@@ -25,6 +25,7 @@ use tokio::net::UnixStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::RpcError;
+use super::node::Caller;
 use super::server::RpcServer;
 
 /// The most `--rpc-socket` clients served at once; each also has its own flow limits
@@ -119,10 +120,13 @@ impl RpcSocket {
                             continue;
                         };
                         if server
-                            .serve(Client {
-                                stream,
-                                _slot: slot,
-                            })
+                            .serve(
+                                Client {
+                                    stream,
+                                    _slot: slot,
+                                },
+                                Caller::Socket,
+                            )
                             .is_err()
                         {
                             break;

@@ -11,7 +11,7 @@ use ww::caps::{CellInfo, DirGrant, Filesystem, Preopen};
 use ww::executor::stdio::Stdio;
 use ww::fds::Grant;
 use ww::native::{Jail, JailDir, NativeError, NativeProgram};
-use ww::rpc::{ExecutorGrant, Node, RpcError, RpcServer, RpcSocket};
+use ww::rpc::{Caller, ExecutorGrant, Node, RpcError, RpcServer, RpcSocket};
 
 use super::{Ended, RunArgs};
 
@@ -72,6 +72,7 @@ pub(super) fn main(
         .map(RpcSocket::bind)
         .transpose()?;
 
+    let allowed = args.net.allowed(None)?;
     let runtime = super::runtime()?;
     let network = super::super::net::start(net_config, runtime.handle(), args.quiet);
     let local = tokio::task::LocalSet::new();
@@ -79,13 +80,20 @@ pub(super) fn main(
         let limits = super::pid0_limits(args);
         let info = CellInfo::new(program.name.clone(), filesystem);
         let grant = ExecutorGrant::new(executor.clone(), info, limits, Stdio::host());
-        let node = Node::new(network.clone(), Some(grant));
+        let mut node = Node::new(network.clone(), Some(grant));
+        node.peer_session = args.net.peer_session;
         node.epoch.advance_on_sighup().map_err(RpcError::Signal)?;
         let server = RpcServer::start(node);
-        super::super::net::on_start(network.clone(), server.clone(), Vec::new(), args.quiet);
+        super::super::net::on_start(
+            network.clone(),
+            server.clone(),
+            Vec::new(),
+            allowed,
+            args.quiet,
+        );
         let stream =
             tokio::net::UnixStream::from_std(ours).map_err(|e| spawn_err("serving fd 3", e))?;
-        server.serve(stream)?;
+        server.serve(stream, Caller::Cell)?;
         if let Some(socket) = rpc_socket.as_mut() {
             socket.serve(server.clone())?;
             tracing::info!("serving the membrane on {}", socket.path().display());
