@@ -433,16 +433,16 @@ impl FromServer<Wrapper> for AnyWrapped {
 /// makes of it. The message is first copied into one of its own, which collects its
 /// capabilities into a table; the table is passed through `pass`, and the copy, read with
 /// the new table, is copied to `to`. No schema is needed, so a capability anywhere in the
-/// message crosses.
+/// message crosses. `from` is traversed once, so its reader's traversal limit holds as it
+/// would for the capability itself.
 pub fn copy_through(
     from: capnp::any_pointer::Reader<'_>,
     mut to: capnp::any_pointer::Builder<'_>,
     pass: impl Fn(Box<DynClientHook>) -> Box<DynClientHook>,
 ) -> capnp::Result<()> {
-    let words = from.target_size()?.word_count;
-    let first = u32::try_from(words.saturating_add(1)).unwrap_or(u32::MAX);
-    let mut staged =
-        message::Builder::new(message::HeapAllocator::new().first_segment_words(first));
+    // Not sized from `from.target_size()`: that would traverse a peer's message twice, and
+    // a message near the size limit would fail its reader's traversal limit the second time.
+    let mut staged = message::Builder::new_default();
     let mut caps: CapTable = Vec::new();
     {
         let mut root: capnp::any_pointer::Builder = staged.init_root();

@@ -278,6 +278,28 @@ fn assert_stale(result: Result<impl std::fmt::Debug, capnp::Error>) {
     }
 }
 
+/// The session's membrane copies every call once, from the peer's message, so a program
+/// near the largest message ww takes still reaches the executor whole (a second traversal
+/// of the peer's message would have failed its reader's traversal limit).
+#[test]
+fn rpc_a_program_near_the_size_limit_crosses_the_session_membrane() {
+    let node = Node::start();
+    block_on(async {
+        let session = graft(&connect(&node.socket).await).await;
+        let mut request = session.executor.spawn_request();
+        let program = vec![0u8; 60 << 20];
+        request.get().init_program().set_bytes(&program);
+        let e = match request.send().promise.await {
+            Ok(_) => panic!("60 MiB of zeros spawned"),
+            Err(e) => e,
+        };
+        assert!(!e.extra.contains("limit"), "{e}");
+        assert!(e.extra.contains("WebAssembly"), "{e}");
+        // The node still serves.
+        host_id(&session).await.expect("the session works");
+    });
+}
+
 #[test]
 fn rpc_graft_host_id_and_spawn_child_echo() {
     let node = Node::start();
