@@ -79,6 +79,8 @@ pub fn run() -> Result<()> {
     rows.push(idle_memory(&ww, &images.join("testbed"), &cache)?);
     println!("==> Cap'n Proto: guest → host against native capnp-rpc");
     rows.extend(rpc_guest(&ww, &images.join("testbed"), &cache)?);
+    println!("==> the membrane: an attenuated capability against the capability itself");
+    rows.extend(rpc_membrane(&ww, &images.join("testbed"), &cache)?);
     println!("==> Cap'n Proto: pycapnp → ww against pycapnp → native capnp-rpc");
     rows.push(rpc_pycapnp(&root, &ww, &images.join("testbed"), &cache)?);
     println!("==> libp2p: a remote call over /ww/0.1.0 against the same call over --rpc-socket");
@@ -406,24 +408,60 @@ fn idle_memory(ww: &Path, testbed: &Path, cache: &Path) -> Result<Row> {
     })
 }
 
-fn rpc_guest(ww: &Path, testbed: &Path, cache: &Path) -> Result<Vec<Row>> {
-    let native = native_pair(RPC_CALLS)?;
+/// The stdout of `testbed MODE RPC_CALLS` in pid0.
+fn testbed_rpc(ww: &Path, testbed: &Path, cache: &Path, mode: &str) -> Result<String> {
     let output = Command::new(ww)
         .env("WW_CACHE_DIR", cache)
         .arg("run")
         .arg(testbed)
-        .args(["rpc-bench", &RPC_CALLS.to_string()])
+        .args([mode, &RPC_CALLS.to_string()])
         .stdin(Stdio::null())
         .output()
-        .context("cannot run the guest RPC benchmark")?;
-    let text = String::from_utf8_lossy(&output.stdout);
+        .with_context(|| format!("cannot run testbed {mode}"))?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
     if !output.status.success() {
         bail!(
-            "guest RPC benchmark failed ({}): {text}{}",
+            "testbed {mode} failed ({}): {text}{}",
             output.status,
             String::from_utf8_lossy(&output.stderr)
         );
     }
+    Ok(text)
+}
+
+/// The membrane's cost: the same guest's `host.id()` calls on its own Host and on the Host
+/// attenuated (allow-list `id`) by the node, which puts one membrane in between, in one run.
+fn rpc_membrane(ww: &Path, testbed: &Path, cache: &Path) -> Result<Vec<Row>> {
+    let text = testbed_rpc(ww, testbed, cache, "rpc-attenuated-bench")?;
+    let plain = fields(&text, "rpc-bench ")?;
+    let narrowed = fields(&text, "rpc-bench-attenuated ")?;
+    let (p50, a_p50) = (field(&plain, "rtt_p50_us")?, field(&narrowed, "rtt_p50_us")?);
+    let (p99, a_p99) = (field(&plain, "rtt_p99_us")?, field(&narrowed, "rtt_p99_us")?);
+    let rate = field(&plain, "pipelined_per_sec")?;
+    let a_rate = field(&narrowed, "pipelined_per_sec")?;
+    Ok(vec![
+        Row {
+            metric: "Membrane: guest → host round trip through an attenuated Host vs the Host itself, p50 / p99",
+            ww: format!("{a_p50:.1} µs / {a_p99:.1} µs"),
+            reference: format!("{p50:.1} µs / {p99:.1} µs"),
+            ratio: format!("{:.2}", a_p50 / p50),
+            target: "≤ 1.10 × (p50)",
+            met: a_p50 <= 1.10 * p50,
+        },
+        Row {
+            metric: "Membrane: pipelined calls (10,000 in flight) through an attenuated Host vs the Host itself",
+            ww: format!("{a_rate:.0} calls/s"),
+            reference: format!("{rate:.0} calls/s"),
+            ratio: format!("{:.2}", a_rate / rate),
+            target: "≥ 0.90 ×",
+            met: a_rate >= 0.90 * rate,
+        },
+    ])
+}
+
+fn rpc_guest(ww: &Path, testbed: &Path, cache: &Path) -> Result<Vec<Row>> {
+    let native = native_pair(RPC_CALLS)?;
+    let text = testbed_rpc(ww, testbed, cache, "rpc-bench")?;
     let f = fields(&text, "rpc-bench ")?;
     let (p50, p99) = (field(&f, "rtt_p50_us")?, field(&f, "rtt_p99_us")?);
     let rate = field(&f, "pipelined_per_sec")?;
