@@ -435,8 +435,14 @@ fn rpc_membrane(ww: &Path, testbed: &Path, cache: &Path) -> Result<Vec<Row>> {
     let text = testbed_rpc(ww, testbed, cache, "rpc-attenuated-bench")?;
     let plain = fields(&text, "rpc-bench ")?;
     let narrowed = fields(&text, "rpc-bench-attenuated ")?;
-    let (p50, a_p50) = (field(&plain, "rtt_p50_us")?, field(&narrowed, "rtt_p50_us")?);
-    let (p99, a_p99) = (field(&plain, "rtt_p99_us")?, field(&narrowed, "rtt_p99_us")?);
+    let (p50, a_p50) = (
+        field(&plain, "rtt_p50_us")?,
+        field(&narrowed, "rtt_p50_us")?,
+    );
+    let (p99, a_p99) = (
+        field(&plain, "rtt_p99_us")?,
+        field(&narrowed, "rtt_p99_us")?,
+    );
     let rate = field(&plain, "pipelined_per_sec")?;
     let a_rate = field(&narrowed, "pipelined_per_sec")?;
     Ok(vec![

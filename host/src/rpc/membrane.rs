@@ -116,7 +116,7 @@ struct Inner {
     /// that comes back across in the other direction and to empty them all on revocation.
     wrappers: RefCell<HashMap<usize, Weak<Wrapper>>>,
     /// Dropped with the membrane: ends the task that empties the wrappers on revocation.
-    _alive: Option<oneshot::Sender<()>>,
+    alive: Option<oneshot::Sender<()>>,
 }
 
 /// A membrane: a policy and the capabilities wrapped through it. Cheap to clone; every clone
@@ -141,7 +141,7 @@ impl Membrane {
                 policy,
                 bucket,
                 wrappers: RefCell::default(),
-                _alive: ends.then_some(alive),
+                alive: ends.then_some(alive),
             }),
         };
         if ends {
@@ -237,7 +237,7 @@ impl Membrane {
 
     /// Whether the policy can end at all (else calls are not raced against it).
     fn can_end(&self) -> bool {
-        self.inner._alive.is_some()
+        self.inner.alive.is_some()
     }
 
     /// Drops what every wrapper of the membrane holds: it is revoked.

@@ -8,10 +8,13 @@
 //! - [`server`]: [`RpcServer`], the node's RPC system; [`RpcServer::serve`] takes any byte
 //!   stream (a Unix socket, a cell's pipe, a peer's `/ww/0.1.0` stream:
 //!   [`RpcServer::serve_peers`]) and serves the node's membrane on it;
-//! - [`epoch`]: the membrane's [`Epoch`], and [`epoch::guarded`], the one wrapper that fails
-//!   every call on a stale session's capabilities;
-//! - `node`: Membrane (with pid0's exports), StatusPoller and Host (whose `connect` dials
-//!   a peer through [`crate::net`]); `process`: Executor, Process, ByteStream;
+//! - [`membrane`]: the one wrapper every capability crossing the node's boundary passes,
+//!   in both directions, enforcing a session's epoch or an attenuation's policy;
+//! - [`epoch`]: the membrane's [`Epoch`], which a client's session is bound to;
+//! - `attenuate`: Attenuator and Revoker, the narrowing a cell asks the host to enforce;
+//! - `node`: the Membrane a connection bootstraps (knowing its [`Caller`]), sessions,
+//!   StatusPoller and Host (whose `connect` dials a peer through [`crate::net`]);
+//!   `process`: Executor, Process, ByteStream;
 //! - [`socket`]: `ww run --rpc-socket PATH`, at most [`socket::MAX_CONNECTIONS`] clients at
 //!   a time;
 //! - [`flow`]: flow control under every connection: frames checked from their headers and
@@ -19,10 +22,11 @@
 //!   connection, so that no peer can make the node queue without bound.
 //!
 //! A client grafts onto the Membrane (the bootstrap capability) to get a Session: the epoch
-//! it was issued in, Host, Executor and a StatusPoller. After [`Epoch::advance`] (SIGHUP to
-//! `ww`), every call on the capabilities of an earlier session fails with an exception of
-//! kind DISCONNECTED whose description contains `stale epoch` ([`epoch::is_stale`]), and a
-//! new graft works. The StatusPoller is never revoked.
+//! it was issued in, a StatusPoller, and what pid0 gives that caller (or, when pid0 exports
+//! nothing, the node's defaults: see `node`). After [`Epoch::advance`] (SIGHUP to `ww`),
+//! every call on anything reached through an earlier client session fails with an exception
+//! of kind DISCONNECTED whose description contains `stale epoch` ([`epoch::is_stale`]), and
+//! a new graft works. The StatusPoller is never revoked.
 //!
 //! Everything here runs on one thread, inside a tokio `LocalSet` (capnp-rpc is `!Send`);
 //! only [`RpcServer`] and [`Epoch`] cross threads.
