@@ -36,6 +36,7 @@ class MembraneNode:
         self.process = process
         self.lines: list[str] = []
         self.serving_at: float | None = None
+        self.ended = False
         self._seen = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -46,10 +47,14 @@ class MembraneNode:
                     self.serving_at = time.monotonic()
                 self.lines.append(line.rstrip("\n"))
                 self._seen.notify_all()
+        with self._seen:
+            self.ended = True
+            self._seen.notify_all()
 
     def wait_for(self, line: str, timeout: float = 60) -> None:
         with self._seen:
-            if not self._seen.wait_for(lambda: line in self.lines, timeout=timeout):
+            self._seen.wait_for(lambda: line in self.lines or self.ended, timeout=timeout)
+            if line not in self.lines:
                 pytest.fail(f"testbed never printed {line!r}; it printed {self.lines}")
 
     def sighup(self):
@@ -94,11 +99,19 @@ def counter_schema():
     return capnp.load(str(SCHEMAS / "counter.capnp"), imports=[str(SCHEMAS)])
 
 
-async def graft(node, membrane_schema):
-    """A new connection's session, and its exports by name (untyped)."""
+class Grafted:
+    """A new connection's session and its exports by name (untyped), holding the
+    connection: dropping its client would end the connection and every capability on it."""
+
+    def __init__(self, client, session):
+        self.client = client
+        self.session = session
+        self.exports = {e.name: e.cap for e in session.exports}
+
+
+async def graft(node, membrane_schema) -> Grafted:
     client, membrane = await connect(node, membrane_schema)
-    session = (await membrane.graft()).session
-    return client, membrane, session, {e.name: e.cap for e in session.exports}
+    return Grafted(client, (await membrane.graft()).session)
 
 
 def refused(error: capnp.KjException, kind: str, word: str):
@@ -115,7 +128,8 @@ def test_socket_session_holds_admin_and_no_host(membrane_node, schemas, child_ec
     host_schema, membrane_schema = schemas
 
     async def main():
-        _, _, session, exports = await graft(membrane_node, membrane_schema)
+        grafted = await graft(membrane_node, membrane_schema)
+        session, exports = grafted.session, grafted.exports
         assert not session._has("host"), "pid0's membrane gives no host"
         assert not session._has("executor"), "pid0's membrane gives no executor"
         assert sorted(exports) == sorted(
@@ -133,7 +147,8 @@ def test_reader_may_get_but_not_increment(membrane_node, schemas, counter_schema
     _, membrane_schema = schemas
 
     async def main():
-        _, _, _, exports = await graft(membrane_node, membrane_schema)
+        grafted = await graft(membrane_node, membrane_schema)
+        exports = grafted.exports
         counter = exports["counter"].as_interface(counter_schema.Counter)
         reader = exports["reader"].as_interface(counter_schema.Counter)
         assert (await counter.increment(by=3)).value == 3
@@ -150,7 +165,8 @@ def test_limited_allows_five_a_second(membrane_node, schemas, counter_schema):
     _, membrane_schema = schemas
 
     async def main():
-        _, _, _, exports = await graft(membrane_node, membrane_schema)
+        grafted = await graft(membrane_node, membrane_schema)
+        exports = grafted.exports
         limited = exports["limited"].as_interface(counter_schema.Counter)
         for _ in range(5):
             await limited.get()
@@ -171,7 +187,8 @@ def test_expiring_expires_and_counter_does_not(membrane_node, schemas, counter_s
     _, membrane_schema = schemas
 
     async def main():
-        _, _, _, exports = await graft(membrane_node, membrane_schema)
+        grafted = await graft(membrane_node, membrane_schema)
+        exports = grafted.exports
         counter = exports["counter"].as_interface(counter_schema.Counter)
         expiring = exports["expiring"].as_interface(counter_schema.Counter)
         assert time.monotonic() < membrane_node.serving_at + EXPIRES_MS / 1000, (
@@ -193,7 +210,8 @@ def test_revoker_revokes_revocable_for_everyone(membrane_node, schemas, counter_
     _, membrane_schema = schemas
 
     async def main():
-        _, _, _, exports = await graft(membrane_node, membrane_schema)
+        grafted = await graft(membrane_node, membrane_schema)
+        exports = grafted.exports
         counter = exports["counter"].as_interface(counter_schema.Counter)
         revocable = exports["revocable"].as_interface(counter_schema.Counter)
         revoker = exports["revoker"].as_interface(membrane_schema.Revoker)
@@ -204,7 +222,8 @@ def test_revoker_revokes_revocable_for_everyone(membrane_node, schemas, counter_
         refused(e.value, "DISCONNECTED", "revoked")
         assert (await counter.get()).value == 1
 
-        _, _, _, again = await graft(membrane_node, membrane_schema)
+        regrafted = await graft(membrane_node, membrane_schema)
+        again = regrafted.exports
         with pytest.raises(capnp.KjException) as e:
             await again["revocable"].as_interface(counter_schema.Counter).get()
         refused(e.value, "DISCONNECTED", "revoked")
@@ -219,7 +238,8 @@ def test_fork_and_pipelined_caps_go_stale_with_the_epoch(
     _, membrane_schema = schemas
 
     async def main():
-        _, _, session, exports = await graft(membrane_node, membrane_schema)
+        grafted = await graft(membrane_node, membrane_schema)
+        session, exports = grafted.session, grafted.exports
         counter = exports["counter"].as_interface(counter_schema.Counter)
         assert (await counter.increment(by=2)).value == 2
         forked = (await counter.fork()).counter
@@ -238,7 +258,8 @@ def test_fork_and_pipelined_caps_go_stale_with_the_epoch(
                 await cap.get()
             refused(e.value, "DISCONNECTED", "stale epoch")
 
-        _, _, _, fresh = await graft(membrane_node, membrane_schema)
+        regrafted = await graft(membrane_node, membrane_schema)
+        fresh = regrafted.exports
         assert (await fresh["counter"].as_interface(counter_schema.Counter).get()).value == 2
 
     run(main())
@@ -259,7 +280,8 @@ def test_watcher_is_told_until_the_epoch_revokes_it(membrane_node, schemas, coun
             await asyncio.sleep(0.02)
 
     async def main():
-        _, _, session, exports = await graft(membrane_node, membrane_schema)
+        grafted = await graft(membrane_node, membrane_schema)
+        session, exports = grafted.session, grafted.exports
         counter = exports["counter"].as_interface(counter_schema.Counter)
         await counter.watch(watcher=Watcher())
         assert (await counter.increment(by=1)).value == 1
@@ -269,7 +291,8 @@ def test_watcher_is_told_until_the_epoch_revokes_it(membrane_node, schemas, coun
 
         membrane_node.sighup()
         await wait_epoch_change(session)
-        _, _, _, fresh = await graft(membrane_node, membrane_schema)
+        regrafted = await graft(membrane_node, membrane_schema)
+        fresh = regrafted.exports
         counter = fresh["counter"].as_interface(counter_schema.Counter)
         assert (await counter.increment(by=1)).value == 3
         # Give a call to the old watcher time to arrive, were it still reachable.
