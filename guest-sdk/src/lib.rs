@@ -23,8 +23,10 @@
 //!   above, and the cell's own stdio through them ([`io::stdout`] and its siblings), the
 //!   fast path for bulk I/O;
 //! - [`mod@rpc`]: Cap'n Proto to the host: graft onto the node's membrane for a session
-//!   (host, executor, epoch, exports), export a membrane of the cell's own or named
-//!   capabilities, all driven by an executor that waits in `wasi:io/poll`;
+//!   (host, executor, epoch, exports, attenuator), export a membrane of the cell's own or
+//!   named capabilities (chosen per caller if need be), narrow a capability before handing
+//!   it on (allowed methods, a rate, an expiry, a revoker), all driven by an executor that
+//!   waits in `wasi:io/poll`;
 //! - [`mod@ipfs`]: IPFS through the node's daemon: `cat` and `ls` of verified, cached
 //!   `/ipfs` and `/ipns` paths, and `add`;
 //! - [`mod@net`]: the network: the node's peer id, listen addresses and peers, and Cap'n

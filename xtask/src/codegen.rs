@@ -3,12 +3,18 @@
 //! Every `capnp/<name>.capnp` compiles (with `capnpc`, which needs the `capnp` schema
 //! compiler on `PATH`) into `host/src/rpc/schema/<name>_capnp.rs`, as module
 //! `crate::rpc::schema::<name>_capnp`, formatted with `rustfmt --edition 2024` so that
-//! `cargo fmt` leaves it alone. The output is committed, so building `ww` never needs
+//! `cargo fmt` leaves it alone. Next to them it writes `host/src/rpc/schema/methods.rs`,
+//! every method of every interface by name (what `ww::rpc`'s attenuation resolves
+//! `allow(["get"])` through), from the compiler's `CodeGeneratorRequest` (`capnp compile
+//! -o-`), not from the schemas' text. The output is committed, so building `ww` never needs
 //! `capnp`; `--check` regenerates into a scratch directory under `target/` and fails when the
 //! committed files are stale.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+
+use capnp::schema_capnp::{code_generator_request, node};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
@@ -19,6 +25,9 @@ const OUT_DIR: &str = "host/src/rpc/schema";
 
 /// Suffix of generated files (`host.capnp` gives `host_capnp.rs`).
 const GENERATED_SUFFIX: &str = "_capnp.rs";
+
+/// The generated method table, next to the `*_capnp.rs` files.
+const METHODS_FILE: &str = "methods.rs";
 
 /// Whether to write the generated code or only compare it with the committed files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,8 +174,129 @@ fn generate(root: &Path, schemas: &[PathBuf], out: &Path) -> Result<Vec<PathBuf>
         }
         generated.push(file);
     }
+    let methods = out.join(METHODS_FILE);
+    std::fs::write(&methods, methods_rs(&interfaces(root, schemas)?))
+        .with_context(|| format!("cannot write {}", methods.display()))?;
+    generated.push(methods);
     rustfmt(root, &generated)?;
     Ok(generated)
+}
+
+/// One interface of the schemas, with its methods' names in ordinal order.
+struct Interface {
+    /// Its type id.
+    id: u64,
+    /// Its name within its file (`Outer.Inner` when nested).
+    name: String,
+    /// Its methods' names; a method's index is its ordinal (`@N`).
+    methods: Vec<String>,
+}
+
+/// Every interface of `schemas` (and of what they import), sorted by name, as the schema
+/// compiler describes them in its `CodeGeneratorRequest`.
+fn interfaces(root: &Path, schemas: &[PathBuf]) -> Result<Vec<Interface>> {
+    let output = Command::new("capnp")
+        .arg("compile")
+        .arg("-o-")
+        .arg("--src-prefix")
+        .arg(root.join("capnp"))
+        .args(schemas)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run `capnp compile -o-`")?;
+    if !output.status.success() {
+        bail!("`capnp compile -o-` failed ({})", output.status);
+    }
+    let mut options = capnp::message::ReaderOptions::new();
+    // The request describes every node of every schema: far beyond the default limit for a
+    // large schema set, and it comes from our own compiler.
+    options.traversal_limit_in_words(None);
+    let message = capnp::serialize::read_message(output.stdout.as_slice(), options)
+        .context("reading the CodeGeneratorRequest of `capnp compile -o-`")?;
+    let request: code_generator_request::Reader<'_> = message
+        .get_root()
+        .context("reading the CodeGeneratorRequest of `capnp compile -o-`")?;
+    let mut interfaces = Vec::new();
+    for node in request.get_nodes()? {
+        let node::Interface(interface) = node.which()? else {
+            continue;
+        };
+        let display = node.get_display_name()?.to_str()?;
+        // `file.capnp:Outer.Inner`: the name within the file, however deeply nested.
+        let name = display.split_once(':').map_or(display, |(_, name)| name);
+        // Methods come in ordinal order (schema.capnp: "Methods ordered by ordinal").
+        let methods = interface
+            .get_methods()?
+            .iter()
+            .map(|method| Ok(method.get_name()?.to_str()?.to_owned()))
+            .collect::<Result<Vec<_>>>()?;
+        interfaces.push(Interface {
+            id: node.get_id(),
+            name: name.to_owned(),
+            methods,
+        });
+    }
+    interfaces.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+    Ok(interfaces)
+}
+
+/// The text of `methods.rs` for `interfaces` (before rustfmt).
+fn methods_rs(interfaces: &[Interface]) -> String {
+    let mut entries = String::new();
+    for interface in interfaces {
+        for (id, method) in interface.methods.iter().enumerate() {
+            // Writing to a String cannot fail.
+            let _ = writeln!(
+                entries,
+                "Method {{ interface_id: {:#018x}, interface: {:?}, name: {:?}, id: {id} }},",
+                interface.id, interface.name, method
+            );
+        }
+    }
+    format!(
+        r#"//! Every method of every interface in `capnp/*.capnp`, by name and ordinal: generated
+//! by `cargo xtask codegen` from the schema compiler's `CodeGeneratorRequest`. Do not edit
+//! by hand.
+//!
+//! A policy names methods by number (`Method` in `capnp/membrane.capnp`); this table lets
+//! code name them as the schema does (`allow(["get"])`).
+
+/// One method of an interface, as Cap'n Proto numbers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Method {{
+    /// The interface's type id (`HasTypeId::TYPE_ID` of its generated client).
+    pub interface_id: u64,
+    /// The interface's name in its schema file (`Outer.Inner` when nested).
+    pub interface: &'static str,
+    /// The method's name in the schema.
+    pub name: &'static str,
+    /// The method's ordinal (`@N` in the schema).
+    pub id: u16,
+}}
+
+/// Every method of every interface, interfaces sorted by name, methods by ordinal.
+pub const METHODS: &[Method] = &[
+{entries}];
+
+/// The ordinal of the method `name` of the interface `interface_id`, or `None` when the
+/// table has no such method.
+pub fn method_id(interface_id: u64, name: &str) -> Option<u16> {{
+    METHODS
+        .iter()
+        .find(|m| m.interface_id == interface_id && m.name == name)
+        .map(|m| m.id)
+}}
+
+/// The name of the interface `interface_id`, or `None` when the table has no method of it.
+pub fn interface_name(interface_id: u64) -> Option<&'static str> {{
+    METHODS
+        .iter()
+        .find(|m| m.interface_id == interface_id)
+        .map(|m| m.interface)
+}}
+"#
+    )
 }
 
 /// Formats `files` as `cargo fmt` would format them inside the host crate.

@@ -6,8 +6,11 @@
 //! (`capnp/membrane.capnp`, `capnp/host.capnp`). [`export`] does the same while offering
 //! a membrane the cell implements as its own bootstrap capability: pid0's becomes the
 //! membrane the node serves to local clients (`ww run --rpc-socket`) and to peers.
-//! [`export_caps`] is the short way to offer named capabilities ([`Export`]) that way;
-//! a client finds them in its session with [`Session::export`]. A connection to a peer
+//! [`export_caps`] is the short way to offer named capabilities ([`Export`]) that way, and
+//! [`export_for`] and [`export_with`] choose them per graft from who grafts ([`Caller`]);
+//! a client finds them in its session with [`Session::export`]. Before handing a
+//! capability on, a cell can narrow it ([`Session::attenuate`]: only some methods, a rate,
+//! an expiry, a [`Revoker`]), enforced by the node. A connection to a peer
 //! ([`crate::net::connect`]) is the same [`Connection`], with the peer's membrane at the
 //! far end.
 //!
@@ -23,7 +26,8 @@
 //!
 //! let id = ww::rpc::run(|membrane| async move {
 //!     let session = ww::rpc::graft(&membrane).await?;
-//!     let reply = session.host.id_request().send().promise.await?;
+//!     let host = session.host.ok_or_else(|| capnp::Error::failed("no host".into()))?;
+//!     let reply = host.id_request().send().promise.await?;
 //!     Ok::<_, capnp::Error>(reply.get()?.get_peer_id()?.to_string()?)
 //! })??;
 //! println!("the node is {id}");
@@ -38,25 +42,31 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use capnp::capability::FromClientHook;
 use capnp::message::ReaderOptions;
+use capnp::traits::HasTypeId;
 use capnp_rpc::rpc_twoparty_capnp::Side;
 use capnp_rpc::{RpcSystem, twoparty};
 use futures::io::BufReader;
 
 use crate::bindings::ww::host::rpc as raw;
 
+mod attenuate;
+mod callers;
+mod exports;
 mod outgoing;
 mod reactor;
 pub mod schema;
 
+pub use attenuate::{Attenuate, Revoker, attenuate};
+pub use callers::Caller;
+pub use exports::{Export, export_caps, export_for, export_with};
 pub use reactor::{AsyncInputStream, AsyncOutputStream, Wait, block_on, sleep, spawn, wait};
-pub use schema::counter_capnp::counter;
+pub use schema::counter_capnp::{counter, watcher};
 pub use schema::host_capnp::{byte_stream, executor, host, process};
-pub use schema::membrane_capnp::{membrane, status_poller};
+pub use schema::membrane_capnp::{attenuator, caller, membrane, policy, revoker, status_poller};
 
 /// The `capnp` crate this module's types come from (messages, errors, capabilities).
 pub use capnp;
@@ -255,76 +265,6 @@ fn open(export: bool, own: Option<membrane::Client>) -> Result<Connection, RpcEr
     Ok(Connection::over(streams, own))
 }
 
-/// Exports `exports` as [`export`] does, through a membrane made for them: each graft on it
-/// gives a session holding these capabilities by name, and nothing else.
-///
-/// The node completes that session for whoever grafts on it (a peer, or a local client of
-/// `ww run --rpc-socket`): the epoch and status are the node's, the host and executor the
-/// node's too, and every export is wrapped in the node's epoch guard, so advancing the epoch
-/// revokes what earlier sessions got (their calls fail with
-/// [`capnp::ErrorKind::Disconnected`]; the client grafts again). A client takes an export
-/// with [`Session::export`]; give each a distinct name (a client finds the first one of a
-/// name).
-///
-/// Only pid0 may export; the host refuses any other cell ([`RpcError::Connect`]). Keep the
-/// connection's [`Driver`] running for as long as the capabilities are to be served:
-///
-/// ```no_run
-/// use std::cell::Cell;
-/// use std::rc::Rc;
-///
-/// use ww::rpc::{Export, capnp, capnp_rpc, counter};
-///
-/// struct Counter(Cell<u64>);
-///
-/// impl counter::Server for Counter {
-///     async fn increment(
-///         self: Rc<Self>,
-///         params: counter::IncrementParams,
-///         mut results: counter::IncrementResults,
-///     ) -> Result<(), capnp::Error> {
-///         let value = self.0.get().saturating_add(params.get()?.get_by());
-///         self.0.set(value);
-///         results.get().set_value(value);
-///         Ok(())
-///     }
-/// }
-///
-/// let counter: counter::Client = capnp_rpc::new_client(Counter(Cell::new(0)));
-/// let (_node, driver) = ww::rpc::export_caps([Export::new("counter", counter)])?.into_parts();
-/// ww::rpc::block_on(driver)??; // serves until the host ends the connection
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-pub fn export_caps(exports: impl IntoIterator<Item = Export>) -> Result<Connection, RpcError> {
-    let membrane = ExportsMembrane {
-        exports: exports.into_iter().collect(),
-    };
-    export(capnp_rpc::new_client(membrane))
-}
-
-/// The membrane of [`export_caps`]: every graft is a session of the exports alone.
-struct ExportsMembrane {
-    exports: Vec<Export>,
-}
-
-impl membrane::Server for ExportsMembrane {
-    async fn graft(
-        self: Rc<Self>,
-        _: membrane::GraftParams,
-        mut results: membrane::GraftResults,
-    ) -> Result<(), capnp::Error> {
-        let len = u32::try_from(self.exports.len())
-            .map_err(|_| capnp::Error::failed("too many exports for one message".into()))?;
-        let mut list = results.get().init_session().init_exports(len);
-        for (i, export) in (0..len).zip(&self.exports) {
-            let mut out = list.reborrow().get(i);
-            out.set_name(export.name.as_str());
-            out.init_cap().set_as_capability(export.cap.hook.add_ref());
-        }
-        Ok(())
-    }
-}
-
 /// Connects ([`connect`]), runs the connection and `body` with the node's membrane on
 /// [`block_on`], and returns what `body` gives.
 ///
@@ -341,51 +281,34 @@ where
     })?
 }
 
-/// A capability exported through a membrane, with the name clients find it by (`Export` in
-/// `capnp/membrane.capnp`).
-#[derive(Clone)]
-pub struct Export {
-    /// The name, e.g. `counter`.
-    pub name: String,
-    /// The capability, untyped: cast it to the interface its name promises
-    /// ([`Session::export`] does).
-    pub cap: capnp::capability::Client,
-}
-
-impl Export {
-    /// `cap` (any typed client, e.g. a [`counter::Client`]) under `name`.
-    pub fn new(name: impl Into<String>, cap: impl FromClientHook) -> Export {
-        Export {
-            name: name.into(),
-            cap: capnp::capability::Client::new(cap.into_client_hook()),
-        }
-    }
-}
-
-impl fmt::Debug for Export {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Export")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
-
 /// The capabilities of one graft, owned.
+///
+/// What a session holds depends on who grafts and onto what. A cell's own session (pid0,
+/// or any cell, grafting the node's membrane: [`connect`], [`export`]) has a host, an
+/// executor when the cell may spawn, and an attenuator. A session from a membrane pid0
+/// exports holds what that membrane gave, which may be no host and no executor at all; a
+/// network peer's session from a node whose pid0 exports none has a host that answers only
+/// `id`, `addrs` and `peers`, and no executor.
 #[derive(Clone)]
 pub struct Session {
     /// The epoch the session was issued in. Once the membrane's epoch moves past it, every
-    /// call on `host`, `executor` and what they gave fails with
-    /// [`capnp::ErrorKind::Disconnected`]: graft again.
+    /// call on a client's session (`host`, `executor`, the exports, and what they gave)
+    /// fails with [`capnp::ErrorKind::Disconnected`]: graft again. A cell's own session is
+    /// not revoked by the epoch.
     pub epoch: u64,
-    /// The node.
-    pub host: host::Client,
-    /// The executor of the cell that holds the membrane (pid0's for the node's).
-    pub executor: executor::Client,
+    /// The node, or `None` when the session has none (see [`Session`]).
+    pub host: Option<host::Client>,
+    /// The executor of the cell that holds the membrane (pid0's for the node's), or `None`
+    /// when the session has none.
+    pub executor: Option<executor::Client>,
     /// Watches the membrane's epoch; never revoked.
     pub status: status_poller::Client,
     /// The capabilities the membrane's cell exports, by name (see [`export_caps`]); empty
     /// when it exports none. Revoked with the session, as `host` and `executor` are.
     pub exports: Vec<Export>,
+    /// Narrows capabilities before the cell hands them on ([`Session::attenuate`]): in a
+    /// cell's own session only, `None` elsewhere.
+    pub attenuator: Option<attenuator::Client>,
 }
 
 impl Session {
@@ -401,6 +324,12 @@ impl Session {
             .find(|export| export.name == name)
             .map(|export| export.cap.clone().cast_to())
     }
+
+    /// Starts narrowing `cap` with the session's [`attenuator`](Session::attenuator) (see
+    /// [`Attenuate`]); building it fails when the session has none.
+    pub fn attenuate<C: FromClientHook + HasTypeId>(&self, cap: C) -> Attenuate<C> {
+        Attenuate::new(self.attenuator.clone(), cap)
+    }
 }
 
 impl fmt::Debug for Session {
@@ -408,7 +337,10 @@ impl fmt::Debug for Session {
         let exports: Vec<&str> = self.exports.iter().map(|e| e.name.as_str()).collect();
         f.debug_struct("Session")
             .field("epoch", &self.epoch)
+            .field("host", &self.host.is_some())
+            .field("executor", &self.executor.is_some())
             .field("exports", &exports)
+            .field("attenuator", &self.attenuator.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -417,12 +349,20 @@ impl fmt::Debug for Session {
 pub async fn graft(membrane: &membrane::Client) -> Result<Session, capnp::Error> {
     let reply = membrane.graft_request().send().promise.await?;
     let session = reply.get()?.get_session()?;
+    // An unset capability reads as an error, not as a capability that fails: ask first.
     Ok(Session {
         epoch: session.get_epoch()?.get_seq(),
-        host: session.get_host()?,
-        executor: session.get_executor()?,
+        host: session.has_host().then(|| session.get_host()).transpose()?,
+        executor: session
+            .has_executor()
+            .then(|| session.get_executor())
+            .transpose()?,
         status: session.get_status()?,
         exports: exports_of(session)?,
+        attenuator: session
+            .has_attenuator()
+            .then(|| session.get_attenuator())
+            .transpose()?,
     })
 }
 
@@ -446,87 +386,4 @@ fn exports_of(
 /// the new epoch. Only pid0 may; the host refuses any other cell.
 pub fn advance_epoch() -> Result<u64, String> {
     raw::advance_epoch()
-}
-
-#[cfg(test)]
-mod tests {
-    use std::cell::Cell;
-
-    use futures::executor::block_on;
-
-    use super::*;
-
-    /// A Counter for the tests.
-    struct Counter(Cell<u64>);
-
-    impl counter::Server for Counter {
-        async fn increment(
-            self: Rc<Self>,
-            params: counter::IncrementParams,
-            mut results: counter::IncrementResults,
-        ) -> Result<(), capnp::Error> {
-            let value = self.0.get().saturating_add(params.get()?.get_by());
-            self.0.set(value);
-            results.get().set_value(value);
-            Ok(())
-        }
-    }
-
-    /// Grafts onto the membrane of [`export_caps`] holding `exports` (locally, without a
-    /// host) and reads the session's exports as [`graft`] does.
-    fn grafted(exports: Vec<Export>) -> Result<Vec<Export>, capnp::Error> {
-        let membrane: membrane::Client = capnp_rpc::new_client(ExportsMembrane { exports });
-        block_on(async {
-            let reply = membrane.graft_request().send().promise.await?;
-            exports_of(reply.get()?.get_session()?)
-        })
-    }
-
-    #[test]
-    fn exports_reach_the_session_by_name() -> Result<(), capnp::Error> {
-        let counter: counter::Client = capnp_rpc::new_client(Counter(Cell::new(u64::MAX - 1)));
-        let other: counter::Client = capnp_rpc::new_client(Counter(Cell::new(0)));
-        let exports = grafted(vec![
-            Export::new("counter", counter),
-            Export::new("other", other),
-        ])?;
-        let names: Vec<&str> = exports.iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(names, ["counter", "other"]);
-
-        let session = Session {
-            epoch: 0,
-            host: capnp_rpc::new_client(Unused),
-            executor: capnp_rpc::new_client(Unused),
-            status: capnp_rpc::new_client(Unused),
-            exports,
-        };
-        assert!(session.export::<counter::Client>("missing").is_none());
-        let counter: counter::Client = session
-            .export("counter")
-            .ok_or_else(|| capnp::Error::failed("no counter".into()))?;
-        let increment = |by| {
-            let mut request = counter.increment_request();
-            request.get().set_by(by);
-            block_on(async {
-                let reply = request.send().promise.await?;
-                Ok::<_, capnp::Error>(reply.get()?.get_value())
-            })
-        };
-        assert_eq!(increment(1)?, u64::MAX);
-        assert_eq!(increment(1)?, u64::MAX, "saturates");
-        Ok(())
-    }
-
-    #[test]
-    fn no_exports_is_an_empty_list() -> Result<(), capnp::Error> {
-        assert!(grafted(Vec::new())?.is_empty());
-        Ok(())
-    }
-
-    /// A capability the tests never call.
-    struct Unused;
-
-    impl host::Server for Unused {}
-    impl executor::Server for Unused {}
-    impl status_poller::Server for Unused {}
 }

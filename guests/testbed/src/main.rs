@@ -73,6 +73,14 @@
 //! - `ipfs-add TEXT`: adds TEXT to IPFS, prints its `/ipfs/<cid>`;
 //! - `rpc-bench N`: times N sequential `host.id()` calls and N at once, printing
 //!   `rpc-bench rtt_p50_us=… rtt_p99_us=… pipelined_per_sec=…` (for `cargo xtask bench`);
+//! - `rpc-attenuated-bench N`: `rpc-bench` on the session's host, then on that host
+//!   attenuated to `id` alone, printing the `rpc-bench …` line and then
+//!   `rpc-bench-attenuated rtt_p50_us=… rtt_p99_us=… pipelined_per_sec=…`;
+//! - `rpc-membrane [EXPIRES_MS]`: exports a Counter (`counter`) and narrowed copies of it
+//!   (`reader`: `get` only; `limited`: 5 calls a second; `expiring`: for EXPIRES_MS, default
+//!   1500; `revocable`, with `revoker`), and to socket callers only pid0's executor
+//!   (`admin`); prints `graft: socket|peer <ID>|cell|unknown` for each graft and
+//!   `membrane: serving` once in effect;
 //! - `net-id`: prints the node's peer id ([`ww::net::id`]);
 //! - `net-addrs`: prints each address the node listens on, one a line;
 //! - `net-call PEER [ADDR...]`: connects to PEER ([`ww::net::connect`]), grafts, calls
@@ -125,7 +133,8 @@ usage: testbed MODE [ARGS...]
   ping | block | tree WIDTH MIB | args N MIB | bench-spawn N [path|bytes] | idle N
   churn N [PAD]
   rpc-id | rpc-big | rpc-many N | rpc-export | rpc-exit-mid-call CODE | rpc-advance
-  rpc-bench N | ipfs-cat PATH | ipfs-add TEXT
+  rpc-bench N | rpc-attenuated-bench N | rpc-membrane [EXPIRES_MS]
+  ipfs-cat PATH | ipfs-add TEXT
   net-id | net-addrs | net-call PEER [ADDR...] | net-denied
 ";
 
@@ -188,6 +197,9 @@ fn mode(args: &[&str]) {
         ["rpc-exit-mid-call", code] => rpc::exit_mid_call(code),
         ["rpc-advance"] => rpc::advance(),
         ["rpc-bench", n] => rpc::bench(n),
+        ["rpc-attenuated-bench", n] => rpc::attenuated_bench(n),
+        ["rpc-membrane"] => rpc::membrane(None),
+        ["rpc-membrane", expires_ms] => rpc::membrane(Some(expires_ms)),
         ["ipfs-cat", path] => match ww::ipfs::cat(path) {
             Ok(bytes) => {
                 let mut out = io::stdout().lock();

@@ -5,11 +5,12 @@ use std::future::Future;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use example_counter::Counter;
 use futures::future::{join, join_all};
 use ww::rpc::capnp;
 use ww::rpc::capnp_rpc;
 use ww::rpc::schema::host_capnp::{Stdio, exit_status};
-use ww::rpc::{RpcError, host, membrane};
+use ww::rpc::{Caller, Export, RpcError, Session, counter, executor, host, membrane};
 
 use crate::{error, micros, parse, percentile, say};
 
@@ -36,6 +37,25 @@ where
     }
 }
 
+/// How long `rpc-membrane`'s `expiring` lasts without an argument, in milliseconds.
+const DEFAULT_EXPIRES_MS: u64 = 1500;
+
+/// The session's host, or an error saying it has none.
+fn host_of(session: &Session) -> Result<host::Client, capnp::Error> {
+    session
+        .host
+        .clone()
+        .ok_or_else(|| capnp::Error::failed("the session holds no host".into()))
+}
+
+/// The session's executor, or an error saying it has none.
+fn executor_of(session: &Session) -> Result<executor::Client, capnp::Error> {
+    session
+        .executor
+        .clone()
+        .ok_or_else(|| capnp::Error::failed("the session holds no executor".into()))
+}
+
 /// The node's peer id, by one `host.id()` call.
 async fn peer_id(host: &host::Client) -> Result<String, capnp::Error> {
     let reply = host.id_request().send().promise.await?;
@@ -46,7 +66,7 @@ async fn peer_id(host: &host::Client) -> Result<String, capnp::Error> {
 pub fn id() -> ! {
     let (id, epoch) = run(|membrane| async move {
         let session = ww::rpc::graft(&membrane).await?;
-        Ok((peer_id(&session.host).await?, session.epoch))
+        Ok((peer_id(&host_of(&session)?).await?, session.epoch))
     });
     say(&format!("id {id}"));
     say(&format!("epoch {epoch}"));
@@ -75,7 +95,7 @@ pub fn big() -> ! {
     let data = sent.clone();
     let (echoed, exit) = run(|membrane| async move {
         let session = ww::rpc::graft(&membrane).await?;
-        let mut spawn = session.executor.spawn_request();
+        let mut spawn = executor_of(&session)?.spawn_request();
         {
             let mut params = spawn.get();
             params.reborrow().init_program().set_path(CHILD_ECHO);
@@ -135,10 +155,8 @@ pub fn big() -> ! {
 pub fn many(n: &str) -> ! {
     let n: usize = parse("count", n);
     let answered = run(|membrane| async move {
-        let session = ww::rpc::graft(&membrane).await?;
-        let calls: Vec<_> = (0..n)
-            .map(|_| session.host.id_request().send().promise)
-            .collect();
+        let host = host_of(&ww::rpc::graft(&membrane).await?)?;
+        let calls: Vec<_> = (0..n).map(|_| host.id_request().send().promise).collect();
         let mut ids = Vec::with_capacity(n);
         for reply in join_all(calls).await {
             ids.push(reply?.get()?.get_peer_id()?.to_str()?.to_owned());
@@ -189,36 +207,75 @@ pub fn advance() -> ! {
 
 /// `rpc-bench N`: N sequential `host.id()` calls, timed one by one, then N at once.
 pub fn bench(n: &str) -> ! {
+    let n = bench_count(n);
+    let timings = run(|membrane| async move {
+        let host = host_of(&ww::rpc::graft(&membrane).await?)?;
+        time_host_id(&host, n).await
+    });
+    report("rpc-bench", timings);
+    ww::exit(0);
+}
+
+/// `rpc-attenuated-bench N`: what `rpc-bench` does, on the session's host and then on that
+/// host attenuated to `id` alone: the cost of the node's membrane checks.
+pub fn attenuated_bench(n: &str) -> ! {
+    let n = bench_count(n);
+    let (plain, attenuated) = run(|membrane| async move {
+        let session = ww::rpc::graft(&membrane).await?;
+        let host = host_of(&session)?;
+        let narrowed = session
+            .attenuate(host.clone())
+            .allow(["id"])
+            .build()
+            .await?;
+        let plain = time_host_id(&host, n).await?;
+        Ok((plain, time_host_id(&narrowed, n).await?))
+    });
+    report("rpc-bench", plain);
+    report("rpc-bench-attenuated", attenuated);
+    ww::exit(0);
+}
+
+/// The N of a bench mode: at least 1.
+fn bench_count(n: &str) -> usize {
     let n: usize = parse("count", n);
     if n == 0 {
         error(&"rpc-bench: N must be at least 1");
     }
-    let (mut rtt, per_sec) = run(|membrane| async move {
-        let session = ww::rpc::graft(&membrane).await?;
-        let host = &session.host;
-        // Warm up: the first calls allocate what later ones reuse.
-        for _ in 0..n.min(100) {
-            host.id_request().send().promise.await?;
-        }
-        let mut rtt = Vec::with_capacity(n);
-        for _ in 0..n {
-            let start = Instant::now();
-            host.id_request().send().promise.await?;
-            rtt.push(micros(start.elapsed()));
-        }
+    n
+}
+
+/// What a bench measured: each sequential call's round trip in microseconds, and calls a
+/// second with all of them in flight at once.
+type Timings = (Vec<f64>, f64);
+
+/// Times `n` sequential `host.id()` calls one by one, then `n` sent at once.
+async fn time_host_id(host: &host::Client, n: usize) -> Result<Timings, capnp::Error> {
+    // Warm up: the first calls allocate what later ones reuse.
+    for _ in 0..n.min(100) {
+        host.id_request().send().promise.await?;
+    }
+    let mut rtt = Vec::with_capacity(n);
+    for _ in 0..n {
         let start = Instant::now();
-        let calls: Vec<_> = (0..n).map(|_| host.id_request().send().promise).collect();
-        for reply in join_all(calls).await {
-            reply?;
-        }
-        Ok((rtt, n as f64 / start.elapsed().as_secs_f64()))
-    });
+        host.id_request().send().promise.await?;
+        rtt.push(micros(start.elapsed()));
+    }
+    let start = Instant::now();
+    let calls: Vec<_> = (0..n).map(|_| host.id_request().send().promise).collect();
+    for reply in join_all(calls).await {
+        reply?;
+    }
+    Ok((rtt, n as f64 / start.elapsed().as_secs_f64()))
+}
+
+/// Prints `LABEL rtt_p50_us=… rtt_p99_us=… pipelined_per_sec=…`.
+fn report(label: &str, (mut rtt, per_sec): Timings) {
     say(&format!(
-        "rpc-bench rtt_p50_us={:.1} rtt_p99_us={:.1} pipelined_per_sec={per_sec:.0}",
+        "{label} rtt_p50_us={:.1} rtt_p99_us={:.1} pipelined_per_sec={per_sec:.0}",
         percentile(&mut rtt, 50),
         percentile(&mut rtt, 99),
     ));
-    ww::exit(0);
 }
 
 /// The membrane `rpc-export` exports: each graft is a session of the node's own (grafted
@@ -244,15 +301,18 @@ impl membrane::Server for ExportedMembrane {
         out.set_host(capnp_rpc::new_client(ExportedHost {
             executor: session.executor.clone(),
         }));
-        out.set_executor(session.executor);
+        if let Some(executor) = session.executor {
+            out.set_executor(executor);
+        }
         out.set_status(session.status);
         Ok(())
     }
 }
 
-/// The Host of an exported session: its own id, the node's executor, nothing else.
+/// The Host of an exported session: its own id, the node's executor (when the node gave
+/// one), nothing else.
 struct ExportedHost {
-    executor: ww::rpc::executor::Client,
+    executor: Option<executor::Client>,
 }
 
 /// What the exported Host answers to what it does not do.
@@ -299,7 +359,11 @@ impl host::Server for ExportedHost {
         _: host::ExecutorParams,
         mut results: host::ExecutorResults,
     ) -> Result<(), capnp::Error> {
-        results.get().set_executor(self.executor.clone());
+        let executor = self
+            .executor
+            .clone()
+            .ok_or_else(|| capnp::Error::unimplemented("testbed holds no executor".into()))?;
+        results.get().set_executor(executor);
         Ok(())
     }
 }
@@ -329,4 +393,99 @@ pub fn export() -> ! {
         Ok(Err(e)) | Err(e) => error(&e),
     }
     ww::exit(0);
+}
+
+/// The capabilities `rpc-membrane` makes once its own session is there, shared by every
+/// graft after.
+struct Narrowed {
+    /// `reader`, `limited`, `expiring`, `revocable` and `revoker`.
+    exports: Vec<Export>,
+    /// pid0's own executor, for socket callers only; `None` when pid0 holds none.
+    admin: Option<executor::Client>,
+}
+
+/// `rpc-membrane [EXPIRES_MS]`: exports a Counter with narrowed copies of it, printing
+/// `graft: <caller>` for each graft and `membrane: serving` once everything is exported.
+///
+/// Every graft gets `counter` (the Counter, one value for all); once made, also `reader`
+/// (`get` only), `limited` (5 calls a second), `expiring` (for EXPIRES_MS, default 1500,
+/// from the start), `revocable` and `revoker` (which revokes `revocable` for everyone);
+/// socket callers also get `admin`, pid0's own executor. A graft before they are made (the
+/// node may graft for pid0's own session) gets `counter` alone rather than wait for them.
+pub fn membrane(expires_ms: Option<&str>) -> ! {
+    let expires = Duration::from_millis(
+        expires_ms.map_or(DEFAULT_EXPIRES_MS, |ms| parse("milliseconds", ms)),
+    );
+    let served = ww::rpc::block_on(async move {
+        let counter: counter::Client = capnp_rpc::new_client(Counter::new(0));
+        let narrowed: Rc<OnceCell<Narrowed>> = Rc::new(OnceCell::new());
+        let choose = {
+            let (counter, narrowed) = (counter.clone(), narrowed.clone());
+            move |caller: &Caller| {
+                say(&format!("graft: {caller}"));
+                let mut exports = vec![Export::new("counter", counter.clone())];
+                if let Some(narrowed) = narrowed.get() {
+                    exports.extend(narrowed.exports.iter().cloned());
+                    if let (Caller::Socket, Some(admin)) = (caller, &narrowed.admin) {
+                        exports.push(Export::new("admin", admin.clone()));
+                    }
+                }
+                exports
+            }
+        };
+        let (node, driver) = ww::rpc::export_for(choose)?.into_parts();
+        ww::rpc::spawn(async move {
+            // Once the host answers on the exporting connection, it serves the export.
+            match narrow(&node, counter, expires).await {
+                Ok(made) => {
+                    let _ = narrowed.set(made);
+                    say("membrane: serving");
+                }
+                Err(e) => error(&format_args!("rpc-membrane: {e}")),
+            }
+        });
+        driver.await?;
+        Ok::<_, RpcError>(())
+    });
+    match served {
+        Ok(Ok(())) => error(&"rpc-membrane: the node ended the connection"),
+        Ok(Err(e)) => error(&e),
+        Err(e) => error(&e),
+    }
+}
+
+/// Grafts onto the node's `membrane` for pid0's own session and makes `rpc-membrane`'s
+/// narrowed copies of `counter` with its attenuator.
+async fn narrow(
+    membrane: &membrane::Client,
+    counter: counter::Client,
+    expires: Duration,
+) -> Result<Narrowed, capnp::Error> {
+    let session = ww::rpc::graft(membrane).await?;
+    let reader = session
+        .attenuate(counter.clone())
+        .allow(["get"])
+        .build()
+        .await?;
+    let limited = session
+        .attenuate(counter.clone())
+        .per_second(5)
+        .build()
+        .await?;
+    let expiring = session
+        .attenuate(counter.clone())
+        .expires_in(expires)
+        .build()
+        .await?;
+    let (revocable, revoker) = session.attenuate(counter).revocable().await?;
+    Ok(Narrowed {
+        exports: vec![
+            Export::new("reader", reader),
+            Export::new("limited", limited),
+            Export::new("expiring", expiring),
+            Export::new("revocable", revocable),
+            Export::new("revoker", revoker.client()),
+        ],
+        admin: session.executor,
+    })
 }
