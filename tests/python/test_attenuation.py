@@ -38,7 +38,23 @@ class MembraneNode:
         self.serving_at: float | None = None
         self.ended = False
         self._seen = threading.Condition()
+        self.addr: str | None = None
         threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+
+    def _read_stderr(self):
+        # Drained so that ww never blocks on it; the first listen address is kept.
+        for line in self.process.stderr:
+            if line.startswith("ww: listening on ") and self.addr is None:
+                with self._seen:
+                    self.addr = line.removeprefix("ww: listening on ").strip()
+                    self._seen.notify_all()
+
+    def listen_addr(self) -> str:
+        with self._seen:
+            self._seen.wait_for(lambda: self.addr is not None, timeout=60)
+        assert self.addr, "ww printed no listen address"
+        return self.addr
 
     def _read(self):
         for line in self.process.stdout:
@@ -81,6 +97,7 @@ def membrane_node():
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             env=env,
             text=True,
         )
@@ -298,5 +315,38 @@ def test_watcher_is_told_until_the_epoch_revokes_it(membrane_node, schemas, coun
         # Give a call to the old watcher time to arrive, were it still reachable.
         await asyncio.sleep(1.0)
         assert told == [1, 2], "the epoch revoked the watcher passed in before it"
+
+    run(main())
+
+
+def test_pid0_is_told_who_grafts_and_a_client_cannot_say_otherwise(
+    node, membrane_node, schemas, counter_schema
+):
+    """pid0 hears the caller from the node: a socket client that claims to be a peer is the
+    socket still; a network peer is named by the peer id its connection authenticated, and
+    gets what pid0 gives peers (no `admin`)."""
+    _, membrane_schema = schemas
+
+    async def main():
+        client, membrane = await connect(membrane_node, membrane_schema)
+        liar = "12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo"
+        claimed = (await membrane.graft(caller={"peer": liar})).session
+        assert "admin" in [e.name for e in claimed.exports]
+        membrane_node.wait_for("graft: socket", timeout=10)
+        assert f"graft: peer {liar}" not in membrane_node.lines
+
+        # Node A (`node`, a socket client's node) dials B (membrane_node) as a peer.
+        _, a_membrane = await connect(node, membrane_schema)
+        a = (await a_membrane.graft()).session
+        a_id = (await a.host.id()).peerId
+        addr, b_id = membrane_node.listen_addr().split("/p2p/")
+        remote = (await a.host.connect(peerId=b_id, addrs=[addr])).membrane
+        theirs = (await remote.graft()).session
+        names = [e.name for e in theirs.exports]
+        assert "admin" not in names and "counter" in names, names
+        membrane_node.wait_for(f"graft: peer {a_id}", timeout=10)
+        counter = [e.cap for e in theirs.exports if e.name == "reader"][0]
+        counter = counter.as_interface(counter_schema.Counter)
+        assert (await counter.get()).value >= 0
 
     run(main())

@@ -93,6 +93,7 @@ def test_what_host_connect_returned_is_revoked_with_the_local_session(node, sche
         counter = theirs.exports[0].cap.as_interface(counter_schema.Counter)
         assert (await counter.get()).value == 0
         node.sighup()
+        await session.status.changed(since={"seq": session.epoch.seq})
         # A's epoch moved: the remote membrane A dialed for the old session, and what was
         # reached through it, are gone with that session (B's epoch did not move).
         for call in (remote.graft(), counter.get()):
