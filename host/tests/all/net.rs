@@ -143,7 +143,7 @@ impl Node {
         let connected = wait_for(30, || {
             let peers = block_on(async {
                 let session = graft(&connect(&socket).await).await.unwrap();
-                peer_ids(&session.host).await
+                peer_ids(session.host()).await
             });
             peers.contains(&want).then_some(())
         });
@@ -167,7 +167,8 @@ impl Drop for Node {
 /// What a test holds of a session.
 struct Session {
     epoch: u64,
-    host: host::Client,
+    /// None when the node gives none (a node whose pid0 exports gives what pid0 chose).
+    host: Option<host::Client>,
     exports: Vec<(String, capnp::capability::Client)>,
 }
 
@@ -183,12 +184,16 @@ async fn graft(membrane: &membrane::Client) -> Result<Session, capnp::Error> {
     }
     Ok(Session {
         epoch: session.get_epoch()?.get_seq(),
-        host: session.get_host()?,
+        host: session.has_host().then(|| session.get_host()).transpose()?,
         exports,
     })
 }
 
 impl Session {
+    fn host(&self) -> &host::Client {
+        self.host.as_ref().expect("the session holds a host")
+    }
+
     fn counter(&self) -> counter::Client {
         let (_, cap) = self
             .exports
@@ -272,20 +277,32 @@ fn three_nodes_route_revoke_and_survive_a_death() {
     block_on(async {
         // C knows only A; it finds B by id through A's routing table and calls B directly.
         let on_c = graft(&connect(&c.socket).await).await.unwrap();
-        assert_eq!(host_id(&on_c.host).await.unwrap(), c.id);
-        let b_from_c = dial(&on_c.host, &b.id, &[]).await;
+        assert_eq!(host_id(on_c.host()).await.unwrap(), c.id);
+        let b_from_c = dial(on_c.host(), &b.id, &[]).await;
         let session = graft(&b_from_c).await.unwrap();
-        assert_eq!(host_id(&session.host).await.unwrap(), b.id);
+        // B's pid0 exports a counter and nothing else: no Host of B's reaches a peer.
+        assert!(session.host.is_none());
         let first = increment(&session.counter()).await.unwrap();
-        assert!(peer_ids(&on_c.host).await.contains(&b.id));
+        assert!(peer_ids(on_c.host()).await.contains(&b.id));
 
         // A reaches B (a boot peer) by id, and calls its exported counter.
         let on_a = graft(&connect(&a.socket).await).await.unwrap();
-        let b_from_a = dial(&on_a.host, &b.id, &[]).await;
+        let b_from_a = dial(on_a.host(), &b.id, &[]).await;
         let session = graft(&b_from_a).await.unwrap();
         assert_eq!(session.epoch, 0);
         let counter = session.counter();
         assert_eq!(increment(&counter).await.unwrap(), first + 1);
+        // A capability returned by the export's method, reached through A's session on B.
+        let fork = counter
+            .fork_request()
+            .send()
+            .promise
+            .await
+            .unwrap()
+            .get()
+            .unwrap()
+            .get_counter()
+            .unwrap();
 
         // An epoch advance on B revokes A's session, the export with it; a re-graft works.
         // (Until B has handled the signal, calls still count.)
@@ -302,8 +319,10 @@ fn three_nodes_route_revoke_and_survive_a_death() {
         };
         assert_eq!(err.kind, ErrorKind::Disconnected, "{err}");
         assert!(err.extra.contains("stale epoch"), "{err}");
-        let err = host_id(&session.host).await.unwrap_err();
+        // What the export's method returned is revoked with it.
+        let err = increment(&fork).await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::Disconnected, "{err}");
+        assert!(err.extra.contains("stale epoch"), "{err}");
         let session = graft(&b_from_a).await.unwrap();
         assert_eq!(session.epoch, 1);
         let counter = session.counter();
@@ -327,10 +346,10 @@ fn three_nodes_route_revoke_and_survive_a_death() {
 
         // A goes on serving: its own clients, and peers over the network.
         let again = graft(&connect(&a.socket).await).await.unwrap();
-        assert_eq!(host_id(&again.host).await.unwrap(), a.id);
-        let a_from_c = dial(&on_c.host, &a.id, &[]).await;
+        assert_eq!(host_id(again.host()).await.unwrap(), a.id);
+        let a_from_c = dial(on_c.host(), &a.id, &[]).await;
         let remote = graft(&a_from_c).await.unwrap();
-        assert_eq!(host_id(&remote.host).await.unwrap(), a.id);
+        assert_eq!(host_id(remote.host()).await.unwrap(), a.id);
     });
     assert!(!a.stderr().contains("panicked"), "{}", a.stderr());
     assert!(!c.stderr().contains("panicked"), "{}", c.stderr());
@@ -376,7 +395,7 @@ fn misbehaving_peers_are_contained() {
             async move {
                 let stream = honest.open(id, vec![addr]).await.unwrap();
                 let session = graft(&membrane_over(stream)).await.unwrap();
-                assert_eq!(host_id(&session.host).await.unwrap(), want, "after {what}");
+                assert_eq!(host_id(session.host()).await.unwrap(), want, "after {what}");
             }
         };
         check("nothing").await;
@@ -422,13 +441,13 @@ fn misbehaving_peers_are_contained() {
         // The attacker's streams closed: it may open streams again.
         let stream = attacker.open(id, vec![addr.clone()]).await.unwrap();
         let session = graft(&membrane_over(stream)).await.unwrap();
-        assert_eq!(host_id(&session.host).await.unwrap(), b.id);
+        assert_eq!(host_id(session.host()).await.unwrap(), b.id);
 
         // A peer that goes away in the middle of a call.
         let quitter = peer();
         let stream = quitter.open(id, vec![addr.clone()]).await.unwrap();
         let session = graft(&membrane_over(stream)).await.unwrap();
-        let pending = session.host.id_request().send().promise;
+        let pending = session.host().id_request().send().promise;
         drop(quitter);
         drop(pending);
         check("a peer leaving mid-call").await;
