@@ -25,6 +25,7 @@ mod budget;
 mod exhaust;
 mod flood;
 mod jail;
+mod membrane;
 mod swap;
 mod wasi;
 
