@@ -129,6 +129,16 @@ pub enum FrameError {
         limit: usize,
     },
 
+    /// Reading the frame traverses more words than it holds: its pointers alias (several
+    /// point at one object). Not valid Cap'n Proto, and no reader detects it: a copy of such
+    /// a message (the membrane copies every call's parameters) is as large as the traversal
+    /// limit allows, whatever the frame's size.
+    #[error("a Cap'n Proto frame of {words} words whose pointers alias: reading it traverses more")]
+    Aliased {
+        /// The frame's size, segment table included.
+        words: usize,
+    },
+
     /// The frame could never be held, however much of the budget were free.
     #[error("a Cap'n Proto frame of {bytes} bytes, more than the whole budget of {budget}")]
     OverBudget {
@@ -300,6 +310,27 @@ fn classify_message(frame: &[Word]) -> capnp::Result<Kind> {
         },
         _ => Kind::Other,
     })
+}
+
+/// Refuses a whole frame (segment table included) whose reading would traverse more words
+/// than it holds: pointers that alias. A message written by any Cap'n Proto library is a
+/// tree, each object reached by one pointer, so reading all of it traverses at most its own
+/// words; an attacker's message whose pointers alias is read as many times its size (48 KiB
+/// became 32 MiB), which whoever copies it allocates, outside the buffer budget. Any other
+/// fault of the message is left to capnp-rpc. Pure; costs one traversal of the frame, bounded
+/// by its size.
+pub fn check_aliasing(frame: &[Word]) -> Result<(), FrameError> {
+    let mut bytes = Word::words_to_bytes(frame);
+    let mut options = reader_options();
+    options.traversal_limit_in_words(Some(frame.len()));
+    let traversed = capnp::serialize::read_message_from_flat_slice_no_alloc(&mut bytes, options)
+        .and_then(|message| message.get_root::<capnp::any_pointer::Reader<'_>>()?.target_size());
+    match traversed {
+        Err(e) if e.kind == capnp::ErrorKind::ReadLimitExceeded => Err(FrameError::Aliased {
+            words: frame.len(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The limits one connection is held to. [`Limits::default`] is the node's.
@@ -964,6 +995,21 @@ impl<R: AsyncRead + Unpin> futures::io::AsyncRead for FlowReader<R> {
                     if let ReadState::Body { frame, held } =
                         std::mem::replace(&mut this.state, ReadState::Idle)
                     {
+                        if let Err(error) = check_aliasing(frame.words()) {
+                            let label = this.conn.borrow().label.clone();
+                            tracing::warn!(
+                                peer = %label,
+                                %error,
+                                "refused a Cap'n Proto frame whose pointers alias; ending the \
+                                 connection"
+                            );
+                            this.conn.borrow_mut().release(held);
+                            this.state = ReadState::Refused(error.clone());
+                            return Poll::Ready(Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                error,
+                            )));
+                        }
                         let kind = classify(frame.words());
                         this.state = ReadState::Whole { frame, held, kind };
                     }
