@@ -129,6 +129,16 @@ pub enum FrameError {
         limit: usize,
     },
 
+    /// Reading the frame traverses more words than it holds: its pointers alias (several
+    /// point at one object). Not valid Cap'n Proto, and no reader detects it: a copy of such
+    /// a message (the membrane copies every call's parameters) is as large as the traversal
+    /// limit allows, whatever the frame's size.
+    #[error("a Cap'n Proto frame of {words} words whose pointers alias: reading it traverses more")]
+    Aliased {
+        /// The frame's size, segment table included.
+        words: usize,
+    },
+
     /// The frame could never be held, however much of the budget were free.
     #[error("a Cap'n Proto frame of {bytes} bytes, more than the whole budget of {budget}")]
     OverBudget {
@@ -300,6 +310,31 @@ fn classify_message(frame: &[Word]) -> capnp::Result<Kind> {
         },
         _ => Kind::Other,
     })
+}
+
+/// Refuses a whole frame (segment table included) whose reading would traverse more words
+/// than it holds: pointers that alias. A message written by any Cap'n Proto library is a
+/// tree, each object reached by one pointer, so reading all of it traverses at most its own
+/// words; an attacker's message whose pointers alias is read as many times its size (48 KiB
+/// became 32 MiB), which whoever copies it allocates, outside the buffer budget. Any other
+/// fault of the message is left to capnp-rpc. Pure; costs one traversal of the frame, bounded
+/// by its size.
+pub fn check_aliasing(frame: &[Word]) -> Result<(), FrameError> {
+    let mut bytes = Word::words_to_bytes(frame);
+    let mut options = reader_options();
+    options.traversal_limit_in_words(Some(frame.len()));
+    let traversed = capnp::serialize::read_message_from_flat_slice_no_alloc(&mut bytes, options)
+        .and_then(|message| {
+            message
+                .get_root::<capnp::any_pointer::Reader<'_>>()?
+                .target_size()
+        });
+    match traversed {
+        Err(e) if e.kind == capnp::ErrorKind::ReadLimitExceeded => {
+            Err(FrameError::Aliased { words: frame.len() })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The limits one connection is held to. [`Limits::default`] is the node's.
@@ -964,6 +999,21 @@ impl<R: AsyncRead + Unpin> futures::io::AsyncRead for FlowReader<R> {
                     if let ReadState::Body { frame, held } =
                         std::mem::replace(&mut this.state, ReadState::Idle)
                     {
+                        if let Err(error) = check_aliasing(frame.words()) {
+                            let label = this.conn.borrow().label.clone();
+                            tracing::warn!(
+                                peer = %label,
+                                %error,
+                                "refused a Cap'n Proto frame whose pointers alias; ending the \
+                                 connection"
+                            );
+                            this.conn.borrow_mut().release(held);
+                            this.state = ReadState::Refused(error.clone());
+                            return Poll::Ready(Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                error,
+                            )));
+                        }
                         let kind = classify(frame.words());
                         this.state = ReadState::Whole { frame, held, kind };
                     }
@@ -1251,6 +1301,47 @@ mod tests {
         let mut frame = vec![0u8; 8 + 8 * words as usize];
         frame[4..8].copy_from_slice(&words.to_le_bytes());
         frame
+    }
+
+    #[test]
+    fn a_frame_whose_pointers_alias_is_refused_and_a_tree_is_not() {
+        // A tree spread over many segments (far pointers everywhere) traverses its words.
+        let mut tree = capnp::message::Builder::new(
+            capnp::message::HeapAllocator::new()
+                .first_segment_words(1)
+                .allocation_strategy(capnp::message::AllocationStrategy::FixedSize),
+        );
+        {
+            let mut list = tree
+                .init_root::<capnp::any_pointer::Builder<'_>>()
+                .initn_as::<capnp::data_list::Builder<'_>>(8);
+            for i in 0..8 {
+                list.set(i, &[i as u8; 24]);
+            }
+        }
+        assert!(tree.get_segments_for_output().len() > 1);
+        let frame = capnp::serialize::write_message_to_words(&tree);
+        assert_eq!(check_aliasing(&words_of(&frame)), Ok(()));
+
+        // Two elements at one blob: refused.
+        let mut message = capnp::message::Builder::new_default();
+        message
+            .init_root::<capnp::any_pointer::Builder<'_>>()
+            .initn_as::<capnp::data_list::Builder<'_>>(2)
+            .set(0, &[7; 64]);
+        let mut frame = capnp::serialize::write_message_to_words(&message);
+        // Segment table (8 bytes), root pointer, then the list's two pointers.
+        let first = u64::from_le_bytes(frame[16..24].try_into().unwrap());
+        assert_eq!(first & 3, 1);
+        let offset = ((first as u32 as i32) >> 2) - 1;
+        let aliased = (first & !0xffff_ffff) | u64::from((offset << 2) as u32 | 1);
+        frame[24..32].copy_from_slice(&aliased.to_le_bytes());
+        assert_eq!(
+            check_aliasing(&words_of(&frame)),
+            Err(FrameError::Aliased {
+                words: frame.len() / 8
+            })
+        );
     }
 
     fn words_of(bytes: &[u8]) -> Vec<Word> {

@@ -22,13 +22,14 @@ use crate::rpc::{block_on, connect, membrane_over};
 use crate::support::*;
 
 /// A `ww run --rpc-socket` on loopback, its stdout and stderr collected as they come.
-struct Node {
+/// Shared with the membrane attacks.
+pub(crate) struct Node {
     child: Child,
     /// Its peer id.
-    id: String,
+    pub(crate) id: String,
     /// The TCP address it listens on, without `/p2p/…`.
-    addr: String,
-    socket: PathBuf,
+    pub(crate) addr: String,
+    pub(crate) socket: PathBuf,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
     _dir: tempfile::TempDir,
@@ -66,7 +67,7 @@ fn wait_for<T>(secs: u64, mut what: impl FnMut() -> Option<T>) -> Option<T> {
 impl Node {
     /// Boots `image` with `args`, layers and extra flags; returns once it listens and its
     /// socket exists.
-    fn start(image: &Path, args: &[&str], layers: &[&Path], flags: &[&str]) -> Node {
+    pub(crate) fn start(image: &Path, args: &[&str], layers: &[&Path], flags: &[&str]) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("ww.sock");
         let mut cmd = ww();
@@ -126,7 +127,7 @@ impl Node {
         self.stdout.lock().unwrap().clone()
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
 
@@ -356,7 +357,7 @@ fn three_nodes_route_revoke_and_survive_a_death() {
 }
 
 /// A libp2p node of the test's own, listening nowhere.
-fn peer() -> Network {
+pub(crate) fn peer() -> Network {
     Network::start(NetConfig {
         keypair: identity::generate(),
         listen: Vec::new(),

@@ -15,7 +15,10 @@
 //!   answers, a service that writes one endless line;
 //! - `flood`: Cap'n Proto clients that announce huge messages, dribble them, pipeline calls
 //!   and never read the replies, or open more connections than the socket serves, against
-//!   ww's resident memory and its service to an honest client.
+//!   ww's resident memory and its service to an honest client;
+//! - `membrane`: clients and network peers against the session membrane: revocation of all
+//!   a session reached (pipelined included), floods of grafts and of calls racing SIGHUP,
+//!   unknown methods, bad and aliasing pointers, `--allow-peer` and `--peer-session info`.
 //!
 //! A test that needs a kernel feature this machine lacks calls `support::skip` with the
 //! reason and returns: it is counted as skipped, never as passed.
@@ -25,6 +28,7 @@ mod budget;
 mod exhaust;
 mod flood;
 mod jail;
+mod membrane;
 mod swap;
 mod wasi;
 
