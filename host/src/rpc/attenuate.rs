@@ -62,6 +62,7 @@ impl attenuator::Server for AttenuatorServer {
             revoked: Some(revoked),
             expires,
             per_second,
+            tally: None,
         });
         let narrowed = match allow {
             Some(allow) => membrane.wrap_allowing(cap, allow),

@@ -62,6 +62,9 @@ pub struct Policy {
     /// At most this many calls per second, through all wrappers of the membrane together
     /// (outward calls only: the inside calling what the outside passed in is not counted).
     pub per_second: Option<u32>,
+    /// Held for as long as the membrane lives: its strong count is how many membranes
+    /// sharing it are alive (a connection counts its sessions with it).
+    pub tally: Option<Rc<()>>,
 }
 
 /// The error of a call on a revoked capability.
@@ -263,8 +266,12 @@ impl Membrane {
             .borrow()
             .get(&ptr)
             .and_then(Weak::upgrade);
+        // A narrowed wrapper is never unwrapped: what came in as the narrowed capability
+        // would go out again as the whole one (through a method that returns what it was
+        // given). It crosses as any capability does, and comes back out as itself.
         if let Some(wrapper) = known
             && wrapper.reverse != reverse
+            && wrapper.allow.is_none()
             && let Some(inside) = wrapper.inner.borrow().as_ref()
         {
             return inside.add_ref();
@@ -636,7 +643,7 @@ mod tests {
     }
 
     #[test]
-    fn a_wrapper_crossing_back_is_unwrapped() {
+    fn a_wrapper_crossing_back_is_unwrapped_unless_narrowed() {
         block_on(async {
             let membrane = Membrane::new(Policy::default());
             let inside = counter();
@@ -644,6 +651,12 @@ mod tests {
             // Crossing inward, the outside's wrapper becomes the inside's own capability.
             let back = membrane.pass(outside.clone().into_client_hook(), true);
             assert_eq!(back.get_ptr(), inside.client.hook.get_ptr());
+            // A narrowed capability passed in stays narrowed, and comes back out as itself.
+            let narrowed = membrane.wrap_allowing(inside.clone(), vec![(0, 0)]);
+            let passed_in = membrane.pass(narrowed.clone().into_client_hook(), true);
+            assert_ne!(passed_in.get_ptr(), inside.client.hook.get_ptr());
+            let back_out = membrane.pass(passed_in, false);
+            assert_eq!(back_out.get_ptr(), narrowed.client.hook.get_ptr());
             // Two wraps of one capability are two wrappers.
             let again = membrane.wrap(inside.clone());
             assert_ne!(again.client.hook.get_ptr(), outside.client.hook.get_ptr());

@@ -44,7 +44,7 @@ pub mod socket;
 use std::path::PathBuf;
 
 pub use self::epoch::Epoch;
-pub use self::node::{Caller, ExecutorGrant, Node, PeerSession};
+pub use self::node::{Caller, ExecutorGrant, MAX_SESSIONS_PER_CONNECTION, Node, PeerSession};
 pub use self::process::MAX_READ;
 pub use self::server::RpcServer;
 pub use self::socket::RpcSocket;

@@ -225,17 +225,28 @@ impl NodeState {
     }
 }
 
+/// The most sessions one connection may hold at once (a session lives while the client
+/// holds anything it gave). Each costs the node a few KiB; past this a graft fails
+/// OVERLOADED until the client releases some.
+pub const MAX_SESSIONS_PER_CONNECTION: usize = 1024;
+
 /// The bootstrap capability of one connection: `graft` gives a session in the current
 /// epoch, for the caller at the other end.
 pub(crate) struct MembraneServer {
     node: Rc<NodeState>,
     caller: Caller,
+    /// Held by each of the connection's live session membranes.
+    sessions: Rc<()>,
 }
 
 impl MembraneServer {
     /// The node's membrane as `caller` reaches it.
     pub(crate) fn new(node: Rc<NodeState>, caller: Caller) -> MembraneServer {
-        MembraneServer { node, caller }
+        MembraneServer {
+            node,
+            caller,
+            sessions: Rc::new(()),
+        }
     }
 
     /// The session of one of the node's own cells: the node's Host, pid0's Executor and an
@@ -270,9 +281,16 @@ impl membrane::Server for MembraneServer {
             tracing::debug!(epoch = issued, "grafted a cell's session");
             return Ok(());
         }
+        if Rc::strong_count(&self.sessions) > MAX_SESSIONS_PER_CONNECTION {
+            return Err(capnp::Error::overloaded(format!(
+                "this connection holds {MAX_SESSIONS_PER_CONNECTION} sessions; release some \
+                 (drop what they gave) before grafting again"
+            )));
+        }
         // Everything a client's session holds is behind a membrane bound to this epoch.
         let membrane = Membrane::new(Policy {
             epoch: Some(epoch),
+            tally: Some(self.sessions.clone()),
             ..Policy::default()
         });
         let exported = node.exported.borrow().as_ref().map(|(_, m)| m.clone());
