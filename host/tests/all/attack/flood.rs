@@ -18,10 +18,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use capnp::traits::HasTypeId as _;
-use capnp_rpc::rpc_capnp::message;
 use ww::rpc::schema::host_capnp::{Stdio as CapStdio, byte_stream, executor, process};
 use ww::rpc::schema::membrane_capnp::membrane;
 
+use super::frames;
 use crate::rpc::{Node, block_on, connect};
 use crate::support::*;
 
@@ -229,50 +229,6 @@ fn flood_b_dribbled_bodies_are_held_within_the_budget() {
     terminate(node);
 }
 
-/// Raw RPC frames, for a client that never reads what comes back.
-mod frames {
-    use super::*;
-
-    /// A frame of one RPC message.
-    pub(super) fn rpc(build: impl FnOnce(message::Builder<'_>)) -> Vec<u8> {
-        let mut message = capnp::message::Builder::new_default();
-        build(message.init_root());
-        capnp::serialize::write_message_to_words(&message)
-    }
-
-    pub(super) fn bootstrap(question: u32) -> Vec<u8> {
-        rpc(|m| m.init_bootstrap().set_question_id(question))
-    }
-
-    /// A call of `method` of `interface` on the capability at `path` (pointer fields) in the
-    /// answer to `on`, its parameters filled by `params`.
-    pub(super) fn call(
-        question: u32,
-        on: u32,
-        path: &[u16],
-        interface: u64,
-        method: u16,
-        params: impl FnOnce(capnp::any_pointer::Builder<'_>),
-    ) -> Vec<u8> {
-        rpc(|m| {
-            let mut call = m.init_call();
-            call.set_question_id(question);
-            call.set_interface_id(interface);
-            call.set_method_id(method);
-            let mut target = call.reborrow().init_target().init_promised_answer();
-            target.set_question_id(on);
-            let mut transform = target.init_transform(path.len() as u32);
-            for (i, field) in path.iter().enumerate() {
-                transform
-                    .reborrow()
-                    .get(i as u32)
-                    .set_get_pointer_field(*field);
-            }
-            params(call.init_params().init_content());
-        })
-    }
-}
-
 #[test]
 fn flood_c_pipelined_calls_whose_replies_are_never_read_are_bounded() {
     const PAIRS: u32 = 10_000;
@@ -297,18 +253,20 @@ fn flood_c_pipelined_calls_whose_replies_are_never_read_are_bounded() {
             1,
             0,
             &[],
-            membrane::Client::TYPE_ID,
-            0,
+            (membrane::Client::TYPE_ID, 0),
+            64,
             |_| {},
         ));
         setup.extend(frames::call(
             2,
             1,
             &[0, 2],
-            executor::Client::TYPE_ID,
-            0,
-            |params| {
-                let mut params = params.init_as::<executor::spawn_params::Builder<'_>>();
+            (executor::Client::TYPE_ID, 0),
+            (program.len() / 8) as u32 + 256,
+            |payload| {
+                let mut params = payload
+                    .init_content()
+                    .init_as::<executor::spawn_params::Builder<'_>>();
                 params.reborrow().init_program().set_bytes(&program);
                 let mut options = params.init_options();
                 options.set_stdin(CapStdio::Pipe);
@@ -320,16 +278,16 @@ fn flood_c_pipelined_calls_whose_replies_are_never_read_are_bounded() {
             3,
             2,
             &[0],
-            process::Client::TYPE_ID,
-            0,
+            (process::Client::TYPE_ID, 0),
+            64,
             |_| {},
         ));
         setup.extend(frames::call(
             4,
             2,
             &[0],
-            process::Client::TYPE_ID,
-            1,
+            (process::Client::TYPE_ID, 1),
+            64,
             |_| {},
         ));
         if !write_until(&mut stream, &setup, &stopping) {
@@ -338,12 +296,17 @@ fn flood_c_pipelined_calls_whose_replies_are_never_read_are_bounded() {
         let data = vec![0x61; DATA];
         let mut calls = 0;
         for i in 0..PAIRS {
-            let write = frames::call(5 + 2 * i, 3, &[0], byte_stream::Client::TYPE_ID, 1, |p| {
-                p.init_as::<byte_stream::write_params::Builder<'_>>()
+            let write = (byte_stream::Client::TYPE_ID, 1);
+            let words = (DATA / 8) as u32 + 64;
+            let write = frames::call(5 + 2 * i, 3, &[0], write, words, |p| {
+                p.init_content()
+                    .init_as::<byte_stream::write_params::Builder<'_>>()
                     .set_data(&data);
             });
-            let read = frames::call(6 + 2 * i, 4, &[0], byte_stream::Client::TYPE_ID, 0, |p| {
-                p.init_as::<byte_stream::read_params::Builder<'_>>()
+            let read = (byte_stream::Client::TYPE_ID, 0);
+            let read = frames::call(6 + 2 * i, 4, &[0], read, 64, |p| {
+                p.init_content()
+                    .init_as::<byte_stream::read_params::Builder<'_>>()
                     .set_max_bytes(DATA as u32);
             });
             if !write_until(&mut stream, &write, &stopping)

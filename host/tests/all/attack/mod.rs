@@ -27,6 +27,7 @@ mod bounds;
 mod budget;
 mod exhaust;
 mod flood;
+mod frames;
 mod jail;
 mod membrane;
 mod swap;
