@@ -38,7 +38,9 @@ use capnp::capability::{
 };
 use capnp::message;
 use capnp::traits::{Imbue, ImbueMut};
+use futures::FutureExt as _;
 use futures::channel::oneshot;
+use futures::future::{LocalBoxFuture, Shared};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -118,8 +120,12 @@ struct Inner {
     /// The membrane's live wrappers by their identity (`Wrapper::as_ptr`), to unwrap one
     /// that comes back across in the other direction and to empty them all on revocation.
     wrappers: RefCell<HashMap<usize, Weak<Wrapper>>>,
+    /// Resolves, with the reason, once the policy ends: made once, raced by every call in
+    /// flight (a clone each) and by the task that empties the wrappers. `None` when the
+    /// policy cannot end.
+    ended: Option<Shared<LocalBoxFuture<'static, capnp::Error>>>,
     /// Dropped with the membrane: ends the task that empties the wrappers on revocation.
-    alive: Option<oneshot::Sender<()>>,
+    _alive: Option<oneshot::Sender<()>>,
 }
 
 /// A membrane: a policy and the capabilities wrapped through it. Cheap to clone; every clone
@@ -139,17 +145,18 @@ impl Membrane {
         let bucket = policy
             .per_second
             .map(|rate| RefCell::new(Bucket::new(rate)));
+        let ended = ends.then(|| ended(&policy).boxed_local().shared());
         let membrane = Membrane {
             inner: Rc::new(Inner {
                 policy,
                 bucket,
                 wrappers: RefCell::default(),
-                alive: ends.then_some(alive),
+                ended: ended.clone(),
+                _alive: ends.then_some(alive),
             }),
         };
-        if ends {
+        if let Some(ended) = ended {
             let weak = Rc::downgrade(&membrane.inner);
-            let ended = membrane.ended();
             tokio::task::spawn_local(async move {
                 tokio::select! {
                     _ = ended => {
@@ -196,51 +203,6 @@ impl Membrane {
             return Err(expired());
         }
         Ok(())
-    }
-
-    /// Resolves, with the reason, once the policy ends; never when it cannot.
-    fn ended(&self) -> impl Future<Output = capnp::Error> + 'static {
-        let policy = &self.inner.policy;
-        let epoch = policy.epoch.as_ref().map(SessionEpoch::revoked);
-        let revoker = policy.revoked.clone();
-        let expires = policy.expires;
-        async move {
-            let epoch = async {
-                match epoch {
-                    Some(revoked) => revoked.await,
-                    None => std::future::pending().await,
-                }
-            };
-            let revoker = async {
-                match revoker {
-                    Some(mut rx) => match rx.wait_for(|revoked| *revoked).await {
-                        Ok(_) => revoked(),
-                        // The revoker is gone without revoking: it never will.
-                        Err(_) => std::future::pending().await,
-                    },
-                    None => std::future::pending().await,
-                }
-            };
-            let expiry = async {
-                match expires {
-                    Some(at) => {
-                        tokio::time::sleep_until(at).await;
-                        expired()
-                    }
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                e = epoch => e,
-                e = revoker => e,
-                e = expiry => e,
-            }
-        }
-    }
-
-    /// Whether the policy can end at all (else calls are not raced against it).
-    fn can_end(&self) -> bool {
-        self.inner.alive.is_some()
     }
 
     /// Drops what every wrapper of the membrane holds: it is revoked.
@@ -326,6 +288,45 @@ impl Membrane {
     }
 }
 
+/// Resolves, with the reason, once `policy` ends; never when it cannot.
+fn ended(policy: &Policy) -> impl Future<Output = capnp::Error> + 'static {
+    let epoch = policy.epoch.as_ref().map(SessionEpoch::revoked);
+    let revoker = policy.revoked.clone();
+    let expires = policy.expires;
+    async move {
+        let epoch = async {
+            match epoch {
+                Some(revoked) => revoked.await,
+                None => std::future::pending().await,
+            }
+        };
+        let revoker = async {
+            match revoker {
+                Some(mut rx) => match rx.wait_for(|revoked| *revoked).await {
+                    Ok(_) => revoked(),
+                    // The revoker is gone without revoking: it never will.
+                    Err(_) => std::future::pending().await,
+                },
+                None => std::future::pending().await,
+            }
+        };
+        let expiry = async {
+            match expires {
+                Some(at) => {
+                    tokio::time::sleep_until(at).await;
+                    expired()
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            e = epoch => e,
+            e = revoker => e,
+            e = expiry => e,
+        }
+    }
+}
+
 /// One capability behind a membrane, in one direction.
 pub struct Wrapper {
     /// The membrane lives as long as any of its wrappers (it holds them weakly).
@@ -376,15 +377,20 @@ impl Server for Dispatch {
             return failed(revoked());
         };
         let reverse = self.0.reverse;
-        let mut request = target.new_call(interface_id, method_id, None);
-        let copied = params
+        let staged = params
             .get()
-            .and_then(|from| copy_through(from, request.get(), |cap| membrane.pass(cap, !reverse)));
-        if let Err(e) = copied {
+            .and_then(|from| Staged::new(from, |cap| membrane.pass(cap, !reverse)));
+        drop(params);
+        let staged = match staged {
+            Ok(staged) => staged,
+            Err(e) => return failed(e),
+        };
+        let mut request = target.new_call(interface_id, method_id, Some(staged.size()));
+        if let Err(e) = staged.copy_to(request.get()) {
             return failed(e);
         }
-        drop(params);
-        let ended = membrane.can_end().then(|| membrane.ended());
+        drop(staged);
+        let ended = membrane.inner.ended.clone();
         let call = async move {
             let response = request.send().promise.await?;
             copy_through(response.get()?, results.get(), |cap| {
@@ -437,29 +443,62 @@ impl FromServer<Wrapper> for AnyWrapped {
 }
 
 /// Copies the message at `from` to `to`, every capability in it replaced by what `pass`
-/// makes of it. The message is first copied into one of its own, which collects its
-/// capabilities into a table; the table is passed through `pass`, and the copy, read with
-/// the new table, is copied to `to`. No schema is needed, so a capability anywhere in the
-/// message crosses. `from` is traversed once, so its reader's traversal limit holds as it
-/// would for the capability itself.
+/// makes of it: [`Staged::new`], then [`Staged::copy_to`]. No schema is needed, so a
+/// capability anywhere in the message crosses. `from` is traversed once, so its reader's
+/// traversal limit holds as it would for the capability itself.
 pub fn copy_through(
     from: capnp::any_pointer::Reader<'_>,
-    mut to: capnp::any_pointer::Builder<'_>,
+    to: capnp::any_pointer::Builder<'_>,
     pass: impl Fn(Box<DynClientHook>) -> Box<DynClientHook>,
 ) -> capnp::Result<()> {
-    // Not sized from `from.target_size()`: that would traverse a peer's message twice, and
-    // a message near the size limit would fail its reader's traversal limit the second time.
-    let mut staged = message::Builder::new_default();
-    let mut caps: CapTable = Vec::new();
-    {
-        let mut root: capnp::any_pointer::Builder = staged.init_root();
-        root.imbue_mut(&mut caps);
-        root.set_as(from)?;
+    Staged::new(from, pass)?.copy_to(to)
+}
+
+/// A message copied into one of the membrane's own, which collected its capabilities into
+/// a table, each passed through the membrane.
+pub struct Staged {
+    message: message::Builder<message::HeapAllocator>,
+    caps: CapTable,
+}
+
+/// The first segment of a staged message, in words: most calls are a few words, and a large
+/// one grows the message (the allocator doubles). Not sized from `from.target_size()`: that
+/// would traverse a peer's message twice, and one near the size limit would fail its
+/// reader's traversal limit the second time.
+const FIRST_SEGMENT_WORDS: u32 = 64;
+
+impl Staged {
+    /// `from`, copied, its capabilities passed through `pass`.
+    pub fn new(
+        from: capnp::any_pointer::Reader<'_>,
+        pass: impl Fn(Box<DynClientHook>) -> Box<DynClientHook>,
+    ) -> capnp::Result<Staged> {
+        let allocator = message::HeapAllocator::new().first_segment_words(FIRST_SEGMENT_WORDS);
+        let mut message = message::Builder::new(allocator);
+        let mut caps: CapTable = Vec::new();
+        {
+            let mut root: capnp::any_pointer::Builder = message.init_root();
+            root.imbue_mut(&mut caps);
+            root.set_as(from)?;
+        }
+        let caps = caps.into_iter().map(|cap| cap.map(&pass)).collect();
+        Ok(Staged { message, caps })
     }
-    let passed: CapTable = caps.into_iter().map(|cap| cap.map(&pass)).collect();
-    let mut reader: capnp::any_pointer::Reader = staged.get_root_as_reader()?;
-    reader.imbue(&passed);
-    to.set_as(reader)
+
+    /// What a message to copy this into needs, as a size hint for a call.
+    pub fn size(&self) -> capnp::MessageSize {
+        capnp::MessageSize {
+            word_count: self.message.size_in_words() as u64,
+            cap_count: self.caps.len() as u32,
+        }
+    }
+
+    /// Copies the staged message, with its passed capabilities, to `to`.
+    pub fn copy_to(&self, mut to: capnp::any_pointer::Builder<'_>) -> capnp::Result<()> {
+        let mut reader: capnp::any_pointer::Reader = self.message.get_root_as_reader()?;
+        reader.imbue(&self.caps);
+        to.set_as(reader)
+    }
 }
 
 #[cfg(test)]
