@@ -37,6 +37,7 @@ use capnp::capability::{
     Server,
 };
 use capnp::message;
+use capnp::private::capability::{ParamsHook, PipelineHook, PipelineOp, RequestHook, ResultsHook};
 use capnp::traits::{Imbue, ImbueMut};
 use futures::FutureExt as _;
 use futures::channel::oneshot;
@@ -385,17 +386,25 @@ impl Server for Dispatch {
             Ok(staged) => staged,
             Err(e) => return failed(e),
         };
-        let mut request = target.new_call(interface_id, method_id, Some(staged.size()));
-        if let Err(e) = staged.copy_to(request.get()) {
-            return failed(e);
-        }
-        drop(staged);
+        // The staged message is the inner call's parameters, and the inner call writes its
+        // results into a message of the membrane's own: no request, response or pipeline of
+        // capnp-rpc's in between, and one copy each way.
+        let written = Rc::new(RefCell::new(None));
+        let inner_results = Box::new(CallResults {
+            staged: Some(Staged::empty()),
+            written: written.clone(),
+        });
+        let inner = target.call(interface_id, method_id, Box::new(staged), inner_results);
         let ended = membrane.inner.ended.clone();
         let call = async move {
-            let response = request.send().promise.await?;
-            copy_through(response.get()?, results.get(), |cap| {
-                membrane.pass(cap, reverse)
-            })
+            inner.await?;
+            let Some(mut answer) = written.borrow_mut().take() else {
+                return Err(capnp::Error::failed(
+                    "the capability behind the membrane answered without results".into(),
+                ));
+            };
+            answer.pass(|cap| membrane.pass(cap, reverse));
+            answer.copy_to(results.get())
         };
         let promise = match ended {
             None => Promise::from_future(call),
@@ -485,11 +494,21 @@ impl Staged {
         Ok(Staged { message, caps })
     }
 
-    /// What a message to copy this into needs, as a size hint for a call.
-    pub fn size(&self) -> capnp::MessageSize {
-        capnp::MessageSize {
-            word_count: self.message.size_in_words() as u64,
-            cap_count: self.caps.len() as u32,
+    /// An empty message, for a call's results to be written into.
+    fn empty() -> Staged {
+        let allocator = message::HeapAllocator::new().first_segment_words(FIRST_SEGMENT_WORDS);
+        Staged {
+            message: message::Builder::new(allocator),
+            caps: Vec::new(),
+        }
+    }
+
+    /// Passes every capability of the message through `pass`.
+    fn pass(&mut self, pass: impl Fn(Box<DynClientHook>) -> Box<DynClientHook>) {
+        for cap in &mut self.caps {
+            if let Some(hook) = cap.take() {
+                *cap = Some(pass(hook));
+            }
         }
     }
 
@@ -498,6 +517,78 @@ impl Staged {
         let mut reader: capnp::any_pointer::Reader = self.message.get_root_as_reader()?;
         reader.imbue(&self.caps);
         to.set_as(reader)
+    }
+}
+
+/// A staged message is the parameters of the call the membrane makes.
+impl ParamsHook for Staged {
+    fn get(&self) -> capnp::Result<capnp::any_pointer::Reader<'_>> {
+        let mut reader: capnp::any_pointer::Reader = self.message.get_root_as_reader()?;
+        reader.imbue(&self.caps);
+        Ok(reader)
+    }
+}
+
+/// The results of the call the membrane makes: written into a staged message, which goes to
+/// `written` when the callee lets go of them (when its call completes).
+struct CallResults {
+    staged: Option<Staged>,
+    written: Rc<RefCell<Option<Staged>>>,
+}
+
+impl Drop for CallResults {
+    fn drop(&mut self) {
+        if let Some(staged) = self.staged.take() {
+            *self.written.borrow_mut() = Some(staged);
+        }
+    }
+}
+
+/// What a callee may not do with the membrane's results: hand its answer to another call.
+fn no_tail_call() -> capnp::Error {
+    capnp::Error::unimplemented("a capability behind a membrane cannot make a tail call".into())
+}
+
+impl ResultsHook for CallResults {
+    fn get(&mut self) -> capnp::Result<capnp::any_pointer::Builder<'_>> {
+        let Some(staged) = self.staged.as_mut() else {
+            return Err(capnp::Error::failed("the results were already sent".into()));
+        };
+        let mut root: capnp::any_pointer::Builder = staged.message.get_root()?;
+        root.imbue_mut(&mut staged.caps);
+        Ok(root)
+    }
+
+    /// Calls pipelined on the membrane's results wait for the whole answer: there is nothing
+    /// to set early.
+    fn set_pipeline(&mut self) -> capnp::Result<()> {
+        Ok(())
+    }
+
+    fn allow_cancellation(&self) {}
+
+    fn tail_call(self: Box<Self>, _: Box<dyn RequestHook>) -> Promise<(), capnp::Error> {
+        Promise::err(no_tail_call())
+    }
+
+    fn direct_tail_call(
+        self: Box<Self>,
+        _: Box<dyn RequestHook>,
+    ) -> (Promise<(), capnp::Error>, Box<dyn PipelineHook>) {
+        (Promise::err(no_tail_call()), Box::new(BrokenPipeline))
+    }
+}
+
+/// The pipeline of a refused tail call: every capability on it is broken.
+struct BrokenPipeline;
+
+impl PipelineHook for BrokenPipeline {
+    fn add_ref(&self) -> Box<dyn PipelineHook> {
+        Box::new(BrokenPipeline)
+    }
+
+    fn get_pipelined_cap(&self, _: &[PipelineOp]) -> Box<DynClientHook> {
+        capnp_rpc::new_broken_cap(no_tail_call()).hook
     }
 }
 
