@@ -815,6 +815,17 @@ const NOTES: &str = "
   most 1,024 calls in flight, so 10,000 pipelined calls now wait their turn in the guest.
   Pipelined throughput varies widely between runs on this machine (45–68k calls/s the same
   day; the native reference 19–28k), and stays short of 100k for the reasons above.
+- **Membrane** (issue 14): `testbed rpc-attenuated-bench` grafts once, asks the node to
+  attenuate its own Host to `id` (`session.attenuate(host).allow([\"id\"])`), and times
+  `host.id()` on the Host and on the attenuated copy, interleaved call by call (and the
+  10,000-at-once rounds alternating, best of three each), so both see the same machine.
+  The attenuated copy is one `rpc::membrane` wrapper in front of the Host: the check of its
+  policy, the race against its revocation, and one copy of the parameters and of the
+  results through the membrane's capability table. A client's session (socket, peer) puts
+  the same one membrane in front of everything it holds; the pycapnp row above pays it.
+  Before the membrane called the capability with its own staged messages (it first went
+  through a capnp-rpc request, response and pipeline, copying each message twice), the
+  attenuated copy cost 1.13× the round trip and 0.82× the pipelined rate.
 - **libp2p**: node B runs the counter example (`examples/images/counter`), node A the
   testbed; both on 127.0.0.1, TCP, noise, yamux. The same pycapnp client times `get()` on
   B's exported counter twice: on B's `--rpc-socket` (the reference), and on A's socket
