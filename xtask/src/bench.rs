@@ -825,7 +825,11 @@ const NOTES: &str = "
   the same one membrane in front of everything it holds; the pycapnp row above pays it.
   Before the membrane called the capability with its own staged messages (it first went
   through a capnp-rpc request, response and pipeline, copying each message twice), the
-  attenuated copy cost 1.13× the round trip and 0.82× the pipelined rate.
+  attenuated copy cost 1.13× the round trip and 0.82× the pipelined rate. The pipelined
+  ratio is at the edge of its target and moves with the machine: 0.905–0.934 in four
+  standalone runs the hour this table was written (2026-11-28), 0.89 in the table's own
+  run; with the race against revocation taken out (a probe, not kept) it moved the same
+  way (0.90–0.96), so what is left is the extra local hop and the two staged messages.
 - **libp2p**: node B runs the counter example (`examples/images/counter`), node A the
   testbed; both on 127.0.0.1, TCP, noise, yamux. The same pycapnp client times `get()` on
   B's exported counter twice: on B's `--rpc-socket` (the reference), and on A's socket
