@@ -12,6 +12,7 @@ answering only id, addrs and peers by default), and `--allow-peer` keeps everyon
 
 import contextlib
 import os
+import signal
 import subprocess
 
 import capnp
@@ -157,5 +158,38 @@ def test_a_peer_not_allowed_is_refused_before_the_membrane(node, schemas):
                 await graft_remote(session, addr)
             # The node itself is fine, and our own socket still serves.
             assert (await session.host.id()).peerId
+
+        run(main())
+
+
+def test_what_an_export_returns_is_revoked_with_the_session(schemas, tmp_path):
+    """The finding of issue 14: a capability returned by an exported capability's method
+    (awaited or pipelined) outlived an epoch advance, because the node copied answers
+    without wrapping what was inside them. Now it crosses the session's membrane too."""
+    _, membrane_schema = schemas
+    counter_schema = capnp.load(str(SCHEMAS / "counter.capnp"), imports=[str(SCHEMAS)])
+    socket = tmp_path / "ww.sock"
+    with listening_node("counter", flags=["--rpc-socket", str(socket)]) as (_, process):
+        assert process.stdout.readline().strip() == "counter: serving"
+
+        class Socket:
+            pass
+
+        node = Socket()
+        node.socket = socket
+
+        async def main():
+            _, membrane = await connect(node, membrane_schema)
+            session = (await membrane.graft()).session
+            counter = session.exports[0].cap.as_interface(counter_schema.Counter)
+            forked = (await counter.fork()).counter
+            pipelined = counter.fork().counter
+            assert (await forked.get()).value == 0 and (await pipelined.get()).value == 0
+            os.kill(process.pid, signal.SIGHUP)
+            await session.status.changed(since={"seq": session.epoch.seq})
+            for cap in (counter, forked, pipelined, counter.fork().counter):
+                with pytest.raises(capnp.KjException) as e:
+                    await cap.get()
+                assert_stale(e.value)
 
         run(main())
