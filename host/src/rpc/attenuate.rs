@@ -13,14 +13,22 @@ use capnp::capability::Rc;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::membrane::{Membrane, MethodId, Policy};
+use super::membrane::{Membrane, MethodId, Policy, Tally};
 use super::schema::membrane_capnp::{attenuator, revoker};
 
 /// The most methods one allow-list may name.
 pub const MAX_ALLOWED: u32 = 4096;
 
+/// The most attenuated capabilities alive on a node at once (each is a membrane of a few
+/// KiB, and the cell holding the Attenuator asks for them): past it, `attenuate` fails
+/// OVERLOADED until some are released.
+pub const MAX_ATTENUATIONS: usize = 16_384;
+
 /// The Attenuator of a cell's session.
-pub(crate) struct AttenuatorServer;
+pub(crate) struct AttenuatorServer {
+    /// Counts every attenuation alive on the node.
+    pub(crate) alive: Tally,
+}
 
 impl attenuator::Server for AttenuatorServer {
     async fn attenuate(
@@ -28,6 +36,12 @@ impl attenuator::Server for AttenuatorServer {
         params: attenuator::AttenuateParams,
         mut results: attenuator::AttenuateResults,
     ) -> Result<(), capnp::Error> {
+        if self.alive.count() >= MAX_ATTENUATIONS {
+            return Err(capnp::Error::overloaded(format!(
+                "attenuate: the node holds {MAX_ATTENUATIONS} attenuated capabilities; release \
+                 some first"
+            )));
+        }
         let params = params.get()?;
         let cap: capnp::capability::Client = params.get_cap().get_as_capability()?;
         let policy = params.get_policy()?;
@@ -62,7 +76,7 @@ impl attenuator::Server for AttenuatorServer {
             revoked: Some(revoked),
             expires,
             per_second,
-            tally: None,
+            tally: vec![self.alive.clone()],
         });
         let narrowed = match allow {
             Some(allow) => membrane.wrap_allowing(cap, allow),
@@ -95,5 +109,53 @@ impl revoker::Server for RevokerServer {
             tracing::debug!("an attenuated capability was revoked");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::membrane::Membrane;
+    use crate::rpc::schema::host_capnp::host;
+
+    struct Nothing;
+    impl host::Server for Nothing {}
+
+    #[test]
+    fn attenuations_past_the_node_s_bound_are_refused_overloaded() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        tokio::task::LocalSet::new().block_on(&runtime, async {
+            let alive = Tally::default();
+            let attenuator: attenuator::Client = capnp_rpc::new_client(AttenuatorServer {
+                alive: alive.clone(),
+            });
+            let attenuate = || {
+                let mut request = attenuator.attenuate_request();
+                let cap: host::Client = capnp_rpc::new_client(Nothing);
+                request.get().init_cap().set_as_capability(cap.client.hook);
+                request.get().init_policy().set_per_second(1);
+                request.send().promise
+            };
+            let first = attenuate().await.expect("within the bound");
+            assert_eq!(alive.count(), 1);
+            // Fill the rest of the bound with membranes counted by the same tally.
+            let held: Vec<host::Client> = (1..MAX_ATTENUATIONS)
+                .map(|_| {
+                    Membrane::new(Policy {
+                        tally: vec![alive.clone()],
+                        ..Policy::default()
+                    })
+                    .wrap(capnp_rpc::new_client(Nothing))
+                })
+                .collect();
+            let e = attenuate().await.map(|_| ()).expect_err("past the bound");
+            assert_eq!(e.kind, capnp::ErrorKind::Overloaded, "{e}");
+            drop(held);
+            drop(first);
+            attenuate().await.expect("room again");
+        });
     }
 }

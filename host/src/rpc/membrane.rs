@@ -65,9 +65,37 @@ pub struct Policy {
     /// At most this many calls per second, through all wrappers of the membrane together
     /// (outward calls only: the inside calling what the outside passed in is not counted).
     pub per_second: Option<u32>,
-    /// Held for as long as the membrane lives: its strong count is how many membranes
-    /// sharing it are alive (a connection counts its sessions with it).
-    pub tally: Option<Rc<()>>,
+    /// Counts that include this membrane for as long as it lives (the node counts its
+    /// sessions and attenuations so).
+    pub tally: Vec<Tally>,
+}
+
+/// A count of live membranes: each membrane made with it in its [`Policy::tally`] counts once
+/// until it is dropped. Cheap to clone; every clone is the same count.
+#[derive(Clone, Debug, Default)]
+pub struct Tally(Rc<std::cell::Cell<usize>>);
+
+impl Tally {
+    /// The membranes alive that hold it.
+    pub fn count(&self) -> usize {
+        self.0.get()
+    }
+}
+
+/// One membrane's place in a [`Tally`], given back when it drops.
+struct Counted(Rc<std::cell::Cell<usize>>);
+
+impl Counted {
+    fn new(tally: &Tally) -> Counted {
+        tally.0.set(tally.0.get().saturating_add(1));
+        Counted(tally.0.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
 }
 
 /// The error of a call on a revoked capability.
@@ -127,6 +155,8 @@ struct Inner {
     ended: Option<Shared<LocalBoxFuture<'static, capnp::Error>>>,
     /// Dropped with the membrane: ends the task that empties the wrappers on revocation.
     _alive: Option<oneshot::Sender<()>>,
+    /// Its places in the counts of [`Policy::tally`].
+    _counted: Vec<Counted>,
 }
 
 /// A membrane: a policy and the capabilities wrapped through it. Cheap to clone; every clone
@@ -147,6 +177,7 @@ impl Membrane {
             .per_second
             .map(|rate| RefCell::new(Bucket::new(rate)));
         let ended = ends.then(|| ended(&policy).boxed_local().shared());
+        let counted = policy.tally.iter().map(Counted::new).collect();
         let membrane = Membrane {
             inner: Rc::new(Inner {
                 policy,
@@ -154,6 +185,7 @@ impl Membrane {
                 wrappers: RefCell::default(),
                 ended: ended.clone(),
                 _alive: ends.then_some(alive),
+                _counted: counted,
             }),
         };
         if let Some(ended) = ended {
@@ -790,6 +822,23 @@ mod tests {
             // Two wraps of one capability are two wrappers.
             let again = membrane.wrap(inside.clone());
             assert_ne!(again.client.hook.get_ptr(), outside.client.hook.get_ptr());
+        });
+    }
+
+    #[test]
+    fn a_tally_counts_a_membrane_while_anything_it_wrapped_lives() {
+        block_on(async {
+            let tally = Tally::default();
+            let wrapped = Membrane::new(Policy {
+                tally: vec![tally.clone()],
+                ..Policy::default()
+            })
+            .wrap(counter());
+            // The membrane handle is gone; its wrapper keeps it, and its count.
+            assert_eq!(tally.count(), 1);
+            get(&wrapped).await.expect("a call");
+            drop(wrapped);
+            assert_eq!(tally.count(), 0);
         });
     }
 

@@ -23,12 +23,13 @@
 //! are `Rc`, never shared across threads.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 
 use capnp::capability::Rc;
 
 use super::attenuate::AttenuatorServer;
 use super::epoch::Epoch;
-use super::membrane::{Membrane, Policy, copy_through};
+use super::membrane::{Membrane, Policy, Tally, copy_through};
 use super::process::ExecutorServer;
 use super::schema::host_capnp::{executor, host};
 use super::schema::membrane_capnp::{caller, membrane, status_poller};
@@ -147,6 +148,13 @@ pub(crate) struct NodeState {
     spawner: Option<RefCell<SpawnerState>>,
     network: Starting,
     peer_session: PeerSession,
+    /// Counts every client session alive on the node.
+    sessions: Tally,
+    /// Counts the sessions of each network peer, by peer id (an entry that counts none is
+    /// dropped when the next peer's entry is made).
+    peer_sessions: RefCell<HashMap<String, Tally>>,
+    /// Counts every attenuated capability alive on the node.
+    attenuations: Tally,
     /// pid0's exported membrane, while its exporting connection lasts.
     pub(crate) exported: Exported,
 }
@@ -191,6 +199,9 @@ impl NodeState {
                 .map(|grant| RefCell::new(SpawnerState::new(grant))),
             network: node.network,
             peer_session: node.peer_session,
+            sessions: Tally::default(),
+            peer_sessions: RefCell::default(),
+            attenuations: Tally::default(),
             exported: Exported::default(),
         }
     }
@@ -220,32 +231,51 @@ impl NodeState {
         Some(capnp_rpc::new_client(ExecutorServer::new(self.clone())))
     }
 
+    /// What counts the sessions of `caller`: a peer's over all its connections, anyone
+    /// else's per connection.
+    fn client_tally(&self, caller: &Caller) -> Tally {
+        let Caller::Peer(id) = caller else {
+            return Tally::default();
+        };
+        let mut peers = self.peer_sessions.borrow_mut();
+        if !peers.contains_key(id) {
+            peers.retain(|_, tally| tally.count() > 0);
+        }
+        peers.entry(id.clone()).or_default().clone()
+    }
+
     fn host(self: &Rc<Self>) -> host::Client {
         capnp_rpc::new_client(HostServer { node: self.clone() })
     }
 }
 
-/// The most sessions one connection may hold at once (a session lives while the client
-/// holds anything it gave). Each costs the node a few KiB; past this a graft fails
-/// OVERLOADED until the client releases some.
+/// The most sessions one client may hold at once: a socket connection, or a network peer
+/// over all its connections and streams together (a session lives while the client holds
+/// anything it gave). Each costs the node a few KiB; past this a graft fails OVERLOADED
+/// until the client releases some.
 pub const MAX_SESSIONS_PER_CONNECTION: usize = 1024;
+
+/// The most client sessions alive on the node at once, whoever holds them (many peer ids
+/// cost an attacker nothing): past it a graft fails OVERLOADED, and memory stays bounded.
+pub const MAX_SESSIONS: usize = 16_384;
 
 /// The bootstrap capability of one connection: `graft` gives a session in the current
 /// epoch, for the caller at the other end.
 pub(crate) struct MembraneServer {
     node: Rc<NodeState>,
     caller: Caller,
-    /// Held by each of the connection's live session membranes.
-    sessions: Rc<()>,
+    /// Counts the client's live sessions (shared by a peer's connections).
+    sessions: Tally,
 }
 
 impl MembraneServer {
     /// The node's membrane as `caller` reaches it.
     pub(crate) fn new(node: Rc<NodeState>, caller: Caller) -> MembraneServer {
+        let sessions = node.client_tally(&caller);
         MembraneServer {
             node,
             caller,
-            sessions: Rc::new(()),
+            sessions,
         }
     }
 
@@ -257,7 +287,9 @@ impl MembraneServer {
         if let Some(executor) = node.executor() {
             session.set_executor(executor);
         }
-        session.set_attenuator(capnp_rpc::new_client(AttenuatorServer));
+        session.set_attenuator(capnp_rpc::new_client(AttenuatorServer {
+            alive: node.attenuations.clone(),
+        }));
     }
 }
 
@@ -281,16 +313,22 @@ impl membrane::Server for MembraneServer {
             tracing::debug!(epoch = issued, "grafted a cell's session");
             return Ok(());
         }
-        if Rc::strong_count(&self.sessions) > MAX_SESSIONS_PER_CONNECTION {
+        if self.sessions.count() >= MAX_SESSIONS_PER_CONNECTION {
             return Err(capnp::Error::overloaded(format!(
-                "this connection holds {MAX_SESSIONS_PER_CONNECTION} sessions; release some \
-                 (drop what they gave) before grafting again"
+                "{} holds {MAX_SESSIONS_PER_CONNECTION} sessions; release some (drop what \
+                 they gave) before grafting again",
+                self.caller
+            )));
+        }
+        if node.sessions.count() >= MAX_SESSIONS {
+            return Err(capnp::Error::overloaded(format!(
+                "the node holds {MAX_SESSIONS} sessions; graft again later"
             )));
         }
         // Everything a client's session holds is behind a membrane bound to this epoch.
         let membrane = Membrane::new(Policy {
             epoch: Some(epoch),
-            tally: Some(self.sessions.clone()),
+            tally: vec![self.sessions.clone(), node.sessions.clone()],
             ..Policy::default()
         });
         let exported = node.exported.borrow().as_ref().map(|(_, m)| m.clone());
