@@ -123,11 +123,7 @@ mod tests {
 
     #[test]
     fn attenuations_past_the_node_s_bound_are_refused_overloaded() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        tokio::task::LocalSet::new().block_on(&runtime, async {
+        crate::rpc::block_on_local(async {
             let alive = Tally::default();
             let attenuator: attenuator::Client = capnp_rpc::new_client(AttenuatorServer {
                 alive: alive.clone(),

@@ -140,6 +140,7 @@ mod tests {
     use capnp::capability::Rc;
 
     use super::*;
+    use crate::rpc::block_on_local as block_on;
     use crate::rpc::membrane::{Membrane, Policy};
     use crate::rpc::schema::host_capnp::host;
 
@@ -171,14 +172,6 @@ mod tests {
             epoch: Some(epoch.issue()),
             ..Policy::default()
         })
-    }
-
-    fn block_on<F: Future>(future: F) -> F::Output {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        tokio::task::LocalSet::new().block_on(&runtime, future)
     }
 
     #[test]

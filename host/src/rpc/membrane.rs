@@ -629,6 +629,7 @@ mod tests {
     use std::cell::Cell;
 
     use super::*;
+    use crate::rpc::block_on_local as block_on;
     use crate::rpc::epoch::{Epoch, is_stale};
     use crate::rpc::schema::counter_capnp::{counter, watcher};
 
@@ -709,14 +710,6 @@ mod tests {
             self.0.set(self.0.get() + 1);
             Ok(())
         }
-    }
-
-    fn block_on<F: Future>(future: F) -> F::Output {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        tokio::task::LocalSet::new().block_on(&runtime, future)
     }
 
     async fn get(counter: &counter::Client) -> Result<u64, capnp::Error> {

@@ -49,6 +49,17 @@ pub use self::process::MAX_READ;
 pub use self::server::RpcServer;
 pub use self::socket::RpcSocket;
 
+/// Runs `future` on a current-thread runtime inside a `LocalSet`, as the RPC system runs
+/// (for the unit tests of capabilities).
+#[cfg(test)]
+pub(crate) fn block_on_local<F: std::future::Future>(future: F) -> F::Output {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    tokio::task::LocalSet::new().block_on(&runtime, future)
+}
+
 /// What can go wrong serving Cap'n Proto.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum RpcError {

@@ -28,11 +28,12 @@ use std::collections::HashMap;
 use capnp::capability::Rc;
 
 use super::attenuate::AttenuatorServer;
-use super::epoch::Epoch;
+use super::epoch::{Epoch, SessionEpoch};
 use super::membrane::{Membrane, Policy, Tally, copy_through};
 use super::process::ExecutorServer;
 use super::schema::host_capnp::{executor, host};
 use super::schema::membrane_capnp::{caller, membrane, status_poller};
+use super::schema::methods;
 use crate::caps::CellInfo;
 use crate::caps::fd::FdGrants;
 use crate::executor::Executor;
@@ -293,26 +294,16 @@ impl MembraneServer {
     }
 }
 
-impl membrane::Server for MembraneServer {
-    async fn graft(
-        self: Rc<Self>,
-        _: membrane::GraftParams,
-        mut results: membrane::GraftResults,
+impl MembraneServer {
+    /// The session of a client (the socket, a peer) in `epoch`, into `results`: what pid0's
+    /// exported membrane gives this caller, or else the node's defaults, all behind a
+    /// membrane bound to the epoch. The epoch and status are set by the caller.
+    async fn client_session(
+        &self,
+        epoch: SessionEpoch,
+        results: &mut membrane::GraftResults,
     ) -> Result<(), capnp::Error> {
         let node = &self.node;
-        let epoch = node.epoch.issue();
-        let issued = epoch.issued();
-        let status: status_poller::Client = capnp_rpc::new_client(StatusServer {
-            epoch: node.epoch.clone(),
-        });
-        if self.caller == Caller::Cell {
-            let mut session = results.get().init_session();
-            session.reborrow().init_epoch().set_seq(issued);
-            session.set_status(status);
-            self.cell_session(session);
-            tracing::debug!(epoch = issued, "grafted a cell's session");
-            return Ok(());
-        }
         if self.sessions.count() >= MAX_SESSIONS_PER_CONNECTION {
             return Err(capnp::Error::overloaded(format!(
                 "{} holds {MAX_SESSIONS_PER_CONNECTION} sessions; release some (drop what \
@@ -344,26 +335,47 @@ impl membrane::Server for MembraneServer {
             if !results.get().has_session() {
                 results.get().init_session();
             }
-        } else {
-            let mut session = results.get().init_session();
-            let full = match &self.caller {
-                Caller::Socket | Caller::Cell => true,
-                Caller::Peer(_) => node.peer_session == PeerSession::Full,
-            };
-            if full {
-                session.set_host(membrane.wrap(node.host()));
-                if let Some(executor) = node.executor() {
-                    session.set_executor(membrane.wrap(executor));
-                }
-            } else if node.peer_session == PeerSession::Info {
-                let id = <host::Client as capnp::traits::HasTypeId>::TYPE_ID;
-                // Host's methods: id @0, addrs @1, peers @2.
-                let info = vec![(id, 0), (id, 1), (id, 2)];
-                session.set_host(membrane.wrap_allowing(node.host(), info));
-            }
+            return Ok(());
         }
-        // The node's, whatever pid0 said: the epoch the membrane enforces, and the poller
-        // (never revoked) that tells the client when it passes.
+        let mut session = results.get().init_session();
+        let full =
+            !matches!(self.caller, Caller::Peer(_)) || node.peer_session == PeerSession::Full;
+        if full {
+            session.set_host(membrane.wrap(node.host()));
+            if let Some(executor) = node.executor() {
+                session.set_executor(membrane.wrap(executor));
+            }
+        } else if node.peer_session == PeerSession::Info {
+            let host = <host::Client as capnp::traits::HasTypeId>::TYPE_ID;
+            let info = ["id", "addrs", "peers"]
+                .into_iter()
+                .filter_map(|name| Some((host, methods::method_id(host, name)?)))
+                .collect();
+            session.set_host(membrane.wrap_allowing(node.host(), info));
+        }
+        Ok(())
+    }
+}
+
+impl membrane::Server for MembraneServer {
+    async fn graft(
+        self: Rc<Self>,
+        _: membrane::GraftParams,
+        mut results: membrane::GraftResults,
+    ) -> Result<(), capnp::Error> {
+        let node = &self.node;
+        let epoch = node.epoch.issue();
+        let issued = epoch.issued();
+        let status: status_poller::Client = capnp_rpc::new_client(StatusServer {
+            epoch: node.epoch.clone(),
+        });
+        if self.caller == Caller::Cell {
+            self.cell_session(results.get().init_session());
+        } else {
+            self.client_session(epoch, &mut results).await?;
+        }
+        // The node's, whatever pid0 said: the epoch the membrane enforces (cells' sessions
+        // are not bound to it), and the poller (never revoked) that tells when it passes.
         let mut session = results.get().get_session()?;
         session.reborrow().init_epoch().set_seq(issued);
         session.set_status(status);

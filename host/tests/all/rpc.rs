@@ -185,7 +185,7 @@ async fn host_id(session: &Session) -> Result<String, capnp::Error> {
     Ok(response.get()?.get_peer_id()?.to_string()?)
 }
 
-fn child_echo() -> Vec<u8> {
+pub(crate) fn child_echo() -> Vec<u8> {
     std::fs::read(image("child-echo").join("bin/main.wasm")).unwrap()
 }
 
@@ -580,24 +580,29 @@ fn bridge_children_hold_no_bridge() {
     );
 }
 
+/// `ww run --rpc-socket SOCKET testbed rpc-export`: pid0 exports a membrane of its own,
+/// printing `exported` on the piped stdout once it does (stderr piped too).
+pub(crate) fn start_exporting(socket: &Path) -> Child {
+    ww().args([
+        "run",
+        "--rpc-socket",
+        s(socket),
+        s(&image("testbed")),
+        "rpc-export",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap()
+}
+
 #[test]
 fn bridge_pid0_exports_its_membrane_and_serves_it_while_waiting() {
     use std::io::BufRead as _;
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("ww.sock");
-    let mut child = ww()
-        .args([
-            "run",
-            "--rpc-socket",
-            s(&socket),
-            s(&image("testbed")),
-            "rpc-export",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = start_exporting(&socket);
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().map(|l| l.unwrap());
     assert_eq!(first.as_deref(), Some("exported"), "pid0 did not export");

@@ -21,7 +21,7 @@ use ww::rpc::schema::host_capnp::{Stdio as CapStdio, byte_stream, executor, host
 use ww::rpc::schema::membrane_capnp::{membrane, status_poller};
 
 use super::frames;
-use crate::rpc::{Node, block_on, connect};
+use crate::rpc::{Node, block_on, child_echo, connect, start_exporting};
 use crate::support::*;
 
 /// What a test holds of a socket session.
@@ -46,10 +46,6 @@ async fn graft(membrane: &membrane::Client) -> Result<Session, capnp::Error> {
 async fn host_id(host: &host::Client) -> Result<String, capnp::Error> {
     let response = host.id_request().send().promise.await?;
     Ok(response.get()?.get_peer_id()?.to_string()?)
-}
-
-fn child_echo() -> Vec<u8> {
-    std::fs::read(image("child-echo").join("bin/main.wasm")).unwrap()
 }
 
 /// A spawn request for child-echo with piped stdin and stdout (it runs until its stdin
@@ -387,19 +383,7 @@ fn membrane_an_advance_revokes_what_the_exported_executor_gave() {
     use std::io::BufRead as _;
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("ww.sock");
-    let mut child = ww()
-        .args([
-            "run",
-            "--rpc-socket",
-            s(&socket),
-            s(&image("testbed")),
-            "rpc-export",
-        ])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = start_exporting(&socket);
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     assert_eq!(
         lines.next().map(|l| l.unwrap()).as_deref(),
